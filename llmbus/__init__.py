@@ -1,0 +1,3 @@
+"""llmbus: chat requests over Kafka, answered by vLLM, audited in PostgreSQL."""
+
+__version__ = "0.1.0"

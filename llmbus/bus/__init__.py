@@ -1,0 +1,20 @@
+"""The Kafka seam: the only package that imports aiokafka.
+
+It maps aiokafka's exceptions to ``llmbus.errors`` (``raise ... from exc``) and hands
+the rest of llmbus plain ``Record`` objects, so nothing above it knows the client library.
+"""
+
+from llmbus.bus.admin import ensure_topics
+from llmbus.bus.consumer import GroupConsumer, PartitionReader, RebalanceHandler
+from llmbus.bus.producer import BusProducer
+from llmbus.bus.record import Record, TopicPartition
+
+__all__ = [
+    "BusProducer",
+    "GroupConsumer",
+    "PartitionReader",
+    "RebalanceHandler",
+    "Record",
+    "TopicPartition",
+    "ensure_topics",
+]

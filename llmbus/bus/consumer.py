@@ -1,0 +1,193 @@
+"""Consumers: a consumer-group member with manual commits, and a single-partition reader."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import TopicPartition as KafkaTP
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from llmbus.bus.record import Record, TopicPartition
+from llmbus.errors import BrokerUnavailableError, NotStartedError
+
+RebalanceHandler = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+def _to_record(msg: Any) -> Record:
+    return Record(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key,
+        value=msg.value,
+        headers=list(msg.headers or ()),
+        timestamp_ms=msg.timestamp,
+    )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_assigned: RebalanceHandler, on_revoked: RebalanceHandler) -> None:
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: Iterable[KafkaTP]) -> None:
+        await self._on_revoked({TopicPartition(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[KafkaTP]) -> None:
+        await self._on_assigned({TopicPartition(tp.topic, tp.partition) for tp in assigned})
+
+
+async def _noop(_: set[TopicPartition]) -> None:
+    return None
+
+
+class _ConsumerBase:
+    def __init__(self) -> None:
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise NotStartedError(f"{type(self).__name__} used before start()")
+        return self._consumer
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def getmany(self, *, timeout_ms: int, max_records: int | None = None) -> list[Record]:
+        try:
+            batches = await self._started().getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise BrokerUnavailableError(f"fetch failed: {exc}") from exc
+        return [_to_record(m) for msgs in batches.values() for m in msgs]
+
+
+class GroupConsumer(_ConsumerBase):
+    """A consumer-group member that never commits on its own.
+
+    Auto-commit is off: callers commit explicit offsets with ``commit`` once the work for
+    the records below them is done (see each caller's docstring for its commit order).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        group_id: str,
+        topics: list[str] | None = None,
+        pattern: str | None = None,
+        client_id: str,
+        max_partition_fetch_bytes: int,
+        on_assigned: RebalanceHandler = _noop,
+        on_revoked: RebalanceHandler = _noop,
+    ) -> None:
+        super().__init__()
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._topics = topics or []
+        self._pattern = pattern
+        self._client_id = client_id
+        self._max_fetch = max_partition_fetch_bytes
+        self._listener = _Listener(on_assigned, on_revoked)
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=self._max_fetch,
+            # Work is processed asynchronously after getmany() returns, so the poll loop
+            # stays responsive; a generous poll interval still covers a paused consumer.
+            max_poll_interval_ms=300_000,
+            # A dead worker's partitions move to a live one within ~10 s.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+        )
+        try:
+            await consumer.start()
+            if self._pattern:
+                consumer.subscribe(pattern=self._pattern, listener=self._listener)
+            else:
+                consumer.subscribe(self._topics, listener=self._listener)
+        except KafkaError as exc:
+            await consumer.stop()
+            raise BrokerUnavailableError(f"cannot join group {self._group_id}") from exc
+        self._consumer = consumer
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._started().assignment()}
+
+    def pause(self, tps: Iterable[TopicPartition]) -> None:
+        self._started().pause(*(KafkaTP(t, p) for t, p in tps))
+
+    def resume(self, tps: Iterable[TopicPartition]) -> None:
+        self._started().resume(*(KafkaTP(t, p) for t, p in tps))
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition)."""
+        if not offsets:
+            return
+        payload = {KafkaTP(t, p): OffsetAndMetadata(o, "") for (t, p), o in offsets.items()}
+        try:
+            await self._started().commit(payload)
+        except CommitFailedError as exc:
+            # The group rebalanced away from us; the new owner will redo the records.
+            raise BrokerUnavailableError(f"commit rejected after rebalance: {exc}") from exc
+        except KafkaError as exc:
+            raise BrokerUnavailableError(f"commit failed: {exc}") from exc
+
+
+class PartitionReader(_ConsumerBase):
+    """Reads one partition from its current end, with no consumer group.
+
+    A client names this partition in its requests' ``reply_to``; thousands of clients
+    share one replies topic this way without a topic or a group each.
+    """
+
+    def __init__(self, bootstrap: str, *, topic: str, partition: int, client_id: str) -> None:
+        super().__init__()
+        self._bootstrap = bootstrap
+        self._tp = KafkaTP(topic, partition)
+        self._client_id = client_id
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            # Replies are fetched as soon as they land; the default 500 ms wait would
+            # add to every request's latency when the partition is quiet.
+            fetch_max_wait_ms=50,
+        )
+        try:
+            await consumer.start()
+            consumer.assign([self._tp])
+            await consumer.seek_to_end(self._tp)
+            # Resolve the position now, so replies to requests sent after start() are
+            # never skipped by a lazy seek that happens after they arrived.
+            await consumer.position(self._tp)
+        except KafkaError as exc:
+            await consumer.stop()
+            raise BrokerUnavailableError(f"cannot read {self._tp}") from exc
+        self._consumer = consumer
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self

@@ -1,0 +1,236 @@
+"""The ``llmbus`` command. Reads the settings once and passes them down."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from llmbus import logs
+from llmbus.errors import EngineDeadError, LlmbusError, RemoteError
+from llmbus.settings import Settings, default_state_dir
+
+
+def load_settings() -> Settings:
+    """Environment first; ``<state>/llmbus.env`` (written by ``llmbus up``) fills the rest."""
+    state = Path(os.environ.get("LLMBUS_STATE_DIR") or default_state_dir())
+    env_file = state / "llmbus.env"
+    return Settings(_env_file=env_file if env_file.exists() else None)  # type: ignore[call-arg]
+
+
+def _registry(settings: Settings) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    return registry
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.stack.local_stack import LocalStack
+
+    stack = LocalStack(settings, fast_unsafe=args.fast_unsafe)
+    report = await stack.up()
+    if report.already_running:
+        print(f"llmbus stack already running (Kafka {stack.kafka.bootstrap}, "
+              f"PostgreSQL 127.0.0.1:{settings.postgres_port})")
+    else:
+        print(f"llmbus stack up: Kafka {stack.kafka.bootstrap} (KRaft), "
+              f"PostgreSQL 127.0.0.1:{settings.postgres_port}, topics and migrations current")
+    print(f"settings for other shells (credentials inside, mode 0600):\n"
+          f"  source {report.env_file}\n  # sets: {' '.join(stack.env())}")
+    return 0
+
+
+async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.stack.local_stack import LocalStack
+
+    kafka, postgres = LocalStack(settings).down(purge=args.purge)
+    print(f"Kafka {'stopped' if kafka else 'was not running'}; "
+          f"PostgreSQL {'stopped' if postgres else 'was not running'}")
+    return 0
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.store.migrate import upgrade_to_head
+
+    if settings.migration_database_url is None:
+        print("LLMBUS_MIGRATION_DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    await asyncio.to_thread(upgrade_to_head, settings.migration_database_url.get_secret_value())
+    print("migrations at head")
+    return 0
+
+
+async def cmd_model_path(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.stack.model_cache import resolve_model_path
+
+    print(resolve_model_path(settings.model, settings.model_path, settings.cache_dir))
+    return 0
+
+
+def make_engine(settings: Settings, spec: str | None) -> Any:
+    """The real vLLM engine, or ``module:factory`` (called with the settings) for tests."""
+    if spec:
+        module, _, attr = spec.partition(":")
+        return getattr(importlib.import_module(module), attr)(settings)
+    from llmbus.consumers.vllm_engine import VllmEngine
+    from llmbus.stack.model_cache import resolve_model_path
+
+    return VllmEngine(
+        resolve_model_path(settings.model, settings.model_path, settings.cache_dir),
+        served_model=settings.model,
+        max_num_seqs=settings.max_num_seqs,
+        max_model_len=settings.max_model_len,
+        kv_cache_gib=settings.kv_cache_gib,
+        dtype=settings.dtype,
+    )
+
+
+async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.bus import ensure_topics
+    from llmbus.consumers.worker import Worker, WorkerConfig
+    from llmbus.metrics import WorkerMetrics
+
+    worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    await ensure_topics(settings.kafka_bootstrap, {
+        settings.requests_topic: settings.request_partitions,
+        settings.replies_topic: settings.reply_partitions,
+    })
+    engine = make_engine(settings, args.engine)
+    await engine.start()
+    worker = Worker(
+        WorkerConfig(
+            bootstrap=settings.kafka_bootstrap,
+            requests_topic=settings.requests_topic,
+            group_id=f"{settings.topic_prefix}-worker-{settings.model}",
+            worker_id=worker_id,
+            served_model=settings.model,
+            max_request_bytes=settings.max_request_bytes,
+            commit_interval_s=settings.commit_interval_s,
+            shutdown_grace_s=settings.shutdown_grace_s,
+        ),
+        engine,
+        WorkerMetrics(_registry(settings)),
+    )
+    _on_signals(worker.stop)
+    print(f"worker {worker_id} serving {settings.model} from {settings.requests_topic}",
+          flush=True)
+    try:
+        await worker.run()
+    except EngineDeadError:
+        return 3
+    finally:
+        await engine.stop()
+    return 0
+
+
+async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.consumers.auditor import Auditor, AuditorConfig
+    from llmbus.metrics import AuditMetrics
+    from llmbus.store.audit_writer import AuditWriter
+
+    if settings.database_url is None:
+        print("LLMBUS_DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    prefix = settings.topic_prefix.replace(".", r"\.")
+    auditor = Auditor(
+        AuditorConfig(
+            bootstrap=settings.kafka_bootstrap,
+            group_id=f"{settings.topic_prefix}-auditor",
+            topics=None,
+            pattern=rf"^{prefix}\.(requests\..+|replies)$",
+            batch_size=settings.audit_batch_size,
+            flush_interval_s=settings.audit_flush_interval_s,
+            max_request_bytes=settings.max_request_bytes,
+        ),
+        AuditWriter(settings.database_url.get_secret_value()),
+        AuditMetrics(_registry(settings)),
+    )
+    _on_signals(auditor.stop)
+    print("auditor running", flush=True)
+    await auditor.run()
+    return 0
+
+
+async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.producers import LlmbusClient
+    from llmbus.schemas import ChatResult, StreamDelta
+
+    params: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    if args.seed is not None:
+        params["seed"] = args.seed
+    async with LlmbusClient.from_settings(settings) as client:
+        try:
+            if args.stream:
+                async for reply in client.stream(args.question, model=args.model, **params):
+                    if isinstance(reply, StreamDelta):
+                        print(reply.content, end="", flush=True)
+                    elif isinstance(reply, ChatResult):
+                        print()
+            else:
+                result = await client.chat(args.question, model=args.model, **params)
+                print(result.completion.choices[0].message.content)
+        except RemoteError as exc:
+            print(f"error: {exc.remote_code}: {exc.message}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmbus", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the local Kafka (KRaft) and PostgreSQL stack")
+    up.add_argument("--fast-unsafe", action="store_true",
+                    help="PostgreSQL without fsync (throwaway test stacks only)")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop the local stack")
+    down.add_argument("--purge", action="store_true", help="also delete the database files")
+    down.set_defaults(func=cmd_down)
+    sub.add_parser("migrate", help="run database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("model-path", help="prepare and print the model directory").set_defaults(
+        func=cmd_model_path)
+    worker = sub.add_parser("worker", help="serve the model's request topic with vLLM")
+    worker.add_argument("--engine", help="module:factory of another engine (tests)")
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("auditor", help="copy requests and results into PostgreSQL").set_defaults(
+        func=cmd_auditor)
+    chat = sub.add_parser("chat", help="ask one question through Kafka")
+    chat.add_argument("question")
+    chat.add_argument("--stream", action="store_true")
+    chat.add_argument("--model")
+    chat.add_argument("--max-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.0)
+    chat.add_argument("--seed", type=int)
+    chat.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    logs.configure(settings.log_level)
+    try:
+        code: int = asyncio.run(args.func(settings, args))
+    except LlmbusError as exc:
+        print(f"llmbus: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""``llmbus auditor``: requests and finals from Kafka into PostgreSQL, in batches.
+
+The GPU path never waits on the database: workers only publish to Kafka, and this
+separate consumer group copies what it reads into the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from llmbus.bus import GroupConsumer, Record, TopicPartition
+from llmbus.errors import BrokerUnavailableError, DatabaseUnavailableError
+from llmbus.metrics import AuditMetrics
+from llmbus.schemas import ChatRequest, ChatResult, ErrorReply, Kind, WireDecodeError, decode
+from llmbus.schemas.wire import H_KIND, header
+from llmbus.store.audit_writer import AuditWriter, request_row, result_row
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 10.0
+"""Ceiling of the retry backoff while the database is down: recovers within 10 s of it
+returning, without hammering it meanwhile."""
+
+
+@dataclass(frozen=True)
+class AuditorConfig:
+    bootstrap: str
+    group_id: str
+    topics: list[str] | None
+    pattern: str | None
+    batch_size: int
+    flush_interval_s: float
+    max_request_bytes: int
+
+
+class Auditor:
+    """Commit order: a batch's rows are committed to PostgreSQL first, then the batch's
+    Kafka offsets. A crash or outage in between re-reads the batch, and the idempotent
+    insert keeps one row per request. Offsets of unstored records are never committed:
+    while the database is down, the same batch is retried with backoff."""
+
+    def __init__(self, config: AuditorConfig, writer: AuditWriter, metrics: AuditMetrics) -> None:
+        self._config = config
+        self._writer = writer
+        self._metrics = metrics
+        self._stopping = asyncio.Event()
+        self._consumer = GroupConsumer(
+            config.bootstrap,
+            group_id=config.group_id,
+            topics=config.topics,
+            pattern=config.pattern,
+            client_id="llmbus-auditor",
+            max_partition_fetch_bytes=config.max_request_bytes + 64 * 1024,
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._writer.start()
+        try:
+            await self._consumer.start()
+            while not self._stopping.is_set():
+                try:
+                    records = await self._consumer.getmany(
+                        timeout_ms=int(self._config.flush_interval_s * 1000),
+                        max_records=self._config.batch_size,
+                    )
+                except BrokerUnavailableError as exc:
+                    log.warning("fetch failed, retrying: %s", exc)
+                    await asyncio.sleep(1)
+                    continue
+                if records:
+                    await self._store(records)
+                    await self._commit(records)
+        finally:
+            await self._consumer.stop()
+            await self._writer.stop()
+
+    def _rows(self, records: list[Record]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        req_rows: list[dict[str, Any]] = []
+        res_rows: list[dict[str, Any]] = []
+        for record in records:
+            if header(record.headers, H_KIND) == Kind.DELTA.value:
+                continue  # deltas are not audited; the final carries the whole output
+            try:
+                message = decode(record.value, record.headers)
+            except WireDecodeError:
+                # Malformed requests are answered (and dead-lettered) by the worker.
+                self._metrics.skipped.inc()
+                continue
+            if isinstance(message, ChatRequest):
+                req_rows.append(request_row(message, record.topic, record.partition,
+                                            record.offset))
+            elif isinstance(message, (ChatResult, ErrorReply)):
+                res_rows.append(result_row(message))
+        return req_rows, res_rows
+
+    async def _store(self, records: list[Record]) -> None:
+        req_rows, res_rows = self._rows(records)
+        if not (req_rows or res_rows):
+            return
+        backoff = 0.5
+        while True:
+            try:
+                with self._metrics.write_seconds.time():
+                    await self._writer.write(req_rows, res_rows)
+                break
+            except DatabaseUnavailableError as exc:
+                self._metrics.retries.inc()
+                log.warning("audit write failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        self._metrics.rows.labels("requests").inc(len(req_rows))
+        self._metrics.rows.labels("results").inc(len(res_rows))
+
+    async def _commit(self, records: list[Record]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            offsets[record.tp] = max(offsets.get(record.tp, 0), record.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+        except BrokerUnavailableError as exc:
+            # Stored but not committed: a re-read is harmless (idempotent inserts).
+            log.warning("audit commit failed: %s", exc)

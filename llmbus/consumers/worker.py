@@ -1,0 +1,187 @@
+"""``llmbus worker``: a consumer-group member that keeps vLLM's batch full.
+
+Flow control: up to ``max_inflight`` requests are open in the engine at once (its batch
+size plus a little headroom, so a freed slot is refilled at the next engine step). At the
+limit the worker pauses its partitions instead of buffering records in memory, and resumes
+as soon as a request finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from llmbus.bus import BusProducer, GroupConsumer, Record, TopicPartition
+from llmbus.consumers.engine import Engine
+from llmbus.consumers.offsets import OffsetTracker
+from llmbus.consumers.request_processor import ProcessorConfig, RequestProcessor
+from llmbus.errors import BrokerUnavailableError, EngineDeadError, NotStartedError
+from llmbus.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    bootstrap: str
+    requests_topic: str
+    group_id: str
+    worker_id: str
+    served_model: str
+    max_request_bytes: int
+    commit_interval_s: float
+    shutdown_grace_s: float
+
+
+class Worker:
+    """Fetch, generate, reply, commit.
+
+    Commit order: a request's offset becomes committable only after its final reply was
+    acknowledged by Kafka (``RequestProcessor.process`` returns after the ack); the
+    ``OffsetTracker`` then only lets the committed offset advance over a contiguous run of
+    such requests. A crash therefore redelivers unanswered requests, never loses one.
+    """
+
+    def __init__(self, config: WorkerConfig, engine: Engine, metrics: WorkerMetrics) -> None:
+        self._config = config
+        self._engine = engine
+        self._metrics = metrics
+        self._tracker = OffsetTracker()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._capacity = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._max_inflight = engine.max_num_seqs + max(4, engine.max_num_seqs // 4)
+        self._producer = BusProducer(config.bootstrap, client_id=f"worker-{config.worker_id}",
+                                     max_request_bytes=config.max_request_bytes)
+        self._consumer = GroupConsumer(
+            config.bootstrap,
+            group_id=config.group_id,
+            topics=[config.requests_topic],
+            client_id=f"worker-{config.worker_id}",
+            max_partition_fetch_bytes=config.max_request_bytes + 64 * 1024,
+            on_revoked=self._on_revoked,
+        )
+        self._processor: RequestProcessor | None = None
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; raises EngineDeadError if the engine died."""
+        await self._producer.start()
+        try:
+            await self._consumer.start()
+            self._processor = RequestProcessor(
+                self._engine, self._producer,
+                ProcessorConfig(self._config.served_model, self._config.worker_id,
+                                self._config.max_request_bytes),
+                self._metrics,
+            )
+            committer = asyncio.create_task(self._commit_loop())
+            try:
+                await self._fetch_loop()
+                await self._drain()
+            finally:
+                committer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await committer
+            if self._fatal is None:
+                await self._commit()
+        finally:
+            await self._consumer.stop()
+            await self._producer.stop()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def stop(self) -> None:
+        """Stop fetching; in-flight requests get ``shutdown_grace_s`` to finish."""
+        self._stopping.set()
+        self._capacity.set()
+
+    async def _fetch_loop(self) -> None:
+        paused: set[TopicPartition] = set()
+        while not self._stopping.is_set():
+            free = self._max_inflight - len(self._tasks)
+            if free <= 0:
+                paused = self._consumer.assignment()
+                self._consumer.pause(paused)
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            if paused:
+                self._consumer.resume(paused)
+                paused = set()
+            try:
+                # 100 ms: short enough to notice stop() promptly, long enough not to spin.
+                records = await self._consumer.getmany(timeout_ms=100, max_records=free)
+            except BrokerUnavailableError as exc:
+                log.warning("fetch failed, retrying: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            for record in records:
+                self._spawn(record)
+
+    def _spawn(self, record: Record) -> None:
+        self._tracker.track(record.tp, record.offset)
+        self._metrics.received.labels(self._config.served_model).inc()
+        task = asyncio.create_task(self._handle(record))
+        self._tasks.add(task)
+        self._metrics.inflight.set(len(self._tasks))
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._metrics.inflight.set(len(self._tasks))
+        self._capacity.set()
+
+    async def _handle(self, record: Record) -> None:
+        if self._processor is None:
+            raise NotStartedError("Worker not running")
+        try:
+            await self._processor.process(record)
+        except EngineDeadError as exc:
+            log.error("engine died; stopping without committing unfinished work")
+            self._fatal = exc
+            self.stop()
+            return
+        except BrokerUnavailableError as exc:
+            # The final could not be acknowledged: leave the offset uncommitted so the
+            # request is redelivered rather than lost.
+            log.error("reply not acknowledged (%s); request will be redelivered", exc)
+            return
+        except Exception:
+            log.exception("unexpected failure at %s:%s", record.topic, record.offset)
+            return
+        self._tracker.finish(record.tp, record.offset)
+
+    async def _drain(self) -> None:
+        if not self._tasks or self._fatal is not None:
+            return
+        log.info("draining %d in-flight requests (grace %.0fs)", len(self._tasks),
+                 self._config.shutdown_grace_s)
+        _, pending = await asyncio.wait(self._tasks, timeout=self._config.shutdown_grace_s)
+        for task in pending:
+            task.cancel()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.commit_interval_s)
+            try:
+                await self._commit()
+            except BrokerUnavailableError as exc:
+                log.warning("commit failed, will retry: %s", exc)
+
+    async def _commit(self, tps: set[TopicPartition] | None = None) -> None:
+        offsets = self._tracker.committable(tps)
+        if offsets:
+            await self._consumer.commit(offsets)
+            self._tracker.mark_committed(offsets)
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Commit what is finished before the partitions move; unfinished requests on
+        # them will be redone by the new owner (their replies are deduplicated by id).
+        try:
+            await self._commit(revoked)
+        except BrokerUnavailableError as exc:
+            log.warning("commit on revoke failed: %s", exc)
+        self._tracker.forget(revoked)

@@ -1,0 +1,200 @@
+"""``LlmbusClient``: publish a chat request onto Kafka, await or stream its answer."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from llmbus.bus import BusProducer, PartitionReader
+from llmbus.errors import NotStartedError, RemoteError, RequestTimeoutError
+from llmbus.producers.reply_router import Reply, ReplyRouter
+from llmbus.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    ErrorReply,
+    Priority,
+    ReplyTo,
+    StreamDelta,
+    encode,
+)
+from llmbus.settings import Settings, requests_topic
+
+
+class LlmbusClient:
+    """Reads replies from one partition of the shared replies topic (no consumer group):
+    a thousand clients cost a thousand partition readers, not a thousand topics."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic_prefix: str,
+        replies_topic: str,
+        default_model: str,
+        reply_partition: int | None = None,
+        timeout_s: float = 300.0,
+        max_request_bytes: int = 1_000_000,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._prefix = topic_prefix
+        self._replies_topic = replies_topic
+        self._default_model = default_model
+        self._partition = reply_partition
+        self._timeout_s = timeout_s
+        self._tenant_id = tenant_id
+        self._user_id = user_id
+        self._client_id = f"llmbus-client-{uuid.uuid4().hex[:8]}"
+        self._producer = BusProducer(bootstrap, client_id=self._client_id,
+                                     max_request_bytes=max_request_bytes)
+        self._router: ReplyRouter | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> LlmbusClient:
+        kwargs: dict[str, Any] = {
+            "bootstrap": settings.kafka_bootstrap,
+            "topic_prefix": settings.topic_prefix,
+            "replies_topic": settings.replies_topic,
+            "default_model": settings.model,
+            "timeout_s": settings.request_timeout_s,
+            "max_request_bytes": settings.max_request_bytes,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @property
+    def reply_to(self) -> ReplyTo:
+        if self._partition is None:
+            raise NotStartedError("LlmbusClient used before start()")
+        return ReplyTo(topic=self._replies_topic, partition=self._partition)
+
+    async def start(self) -> None:
+        await self._producer.start()
+        if self._partition is None:
+            partitions = await self._producer.partitions_for(self._replies_topic)
+            if not partitions:
+                await self._producer.stop()
+                raise NotStartedError(f"replies topic {self._replies_topic} does not exist")
+            self._partition = random.choice(sorted(partitions))  # noqa: S311 - load spreading
+        self._router = ReplyRouter(PartitionReader(
+            self._bootstrap, topic=self._replies_topic, partition=self._partition,
+            client_id=self._client_id,
+        ))
+        try:
+            await self._router.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._router is not None:
+            await self._router.stop()
+            self._router = None
+        await self._producer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def build_request(
+        self,
+        messages: Sequence[ChatMessage | dict[str, str]] | str,
+        *,
+        model: str | None = None,
+        stream: bool = False,
+        request_id: str | None = None,
+        priority: Priority = Priority.NORMAL,
+        deadline_s: float | None = None,
+        metadata: dict[str, str] | None = None,
+        **params: Any,
+    ) -> ChatRequest:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        now = datetime.now(UTC)
+        return ChatRequest(
+            request_id=request_id or uuid.uuid4().hex,
+            created_at=now,
+            reply_to=self.reply_to,
+            priority=priority,
+            deadline=now + timedelta(seconds=deadline_s) if deadline_s else None,
+            tenant_id=self._tenant_id,
+            user_id=self._user_id,
+            metadata=metadata or {},
+            stream=stream,
+            body=ChatCompletionRequest(
+                model=model or self._default_model,
+                messages=[ChatMessage.model_validate(m) for m in messages],
+                **params,
+            ),
+        )
+
+    async def chat(self, messages: Sequence[ChatMessage | dict[str, str]] | str,
+                   **kwargs: Any) -> ChatResult:
+        """Send one request; return its result or raise RemoteError / RequestTimeoutError."""
+        request = self.build_request(messages, stream=False, **kwargs)
+        async for reply in self._exchange(request):
+            if isinstance(reply, ChatResult):
+                return reply
+        raise AssertionError("unreachable: _exchange ends with a final")
+
+    async def stream(self, messages: Sequence[ChatMessage | dict[str, str]] | str,
+                     **kwargs: Any) -> AsyncIterator[StreamDelta | ChatResult]:
+        """Yield deltas as they are generated, then the final result."""
+        request = self.build_request(messages, stream=True, **kwargs)
+        async for reply in self._exchange(request):
+            yield reply
+
+    async def send(self, request: ChatRequest) -> AsyncIterator[StreamDelta | ChatResult]:
+        """Send a prepared request (its reply_to must be this client's)."""
+        async for reply in self._exchange(request):
+            yield reply
+
+    async def _exchange(self, request: ChatRequest) -> AsyncIterator[StreamDelta | ChatResult]:
+        if self._router is None:
+            raise NotStartedError("LlmbusClient used before start()")
+        rid = request.request_id
+        queue = self._router.subscribe(rid)
+        try:
+            value, headers = encode(request)
+            topic = requests_topic(self._prefix, request.body.model)
+            await self._producer.send(topic, value, headers, key=rid.encode())
+            timeout = self._timeout_s
+            if request.deadline is not None:
+                # A little past the deadline: the worker's deadline error should win.
+                timeout = max(0.0, (request.deadline - datetime.now(UTC)).total_seconds()) + 5
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + timeout
+            next_seq = 0
+            while True:
+                reply = await self._next(queue, give_up - loop.time(), rid)
+                if isinstance(reply, ErrorReply):
+                    raise RemoteError(reply.code, reply.message)
+                if isinstance(reply, StreamDelta):
+                    if reply.seq < next_seq:
+                        continue  # a duplicate delta from a redelivered request
+                    next_seq = reply.seq + 1
+                yield reply
+                if isinstance(reply, ChatResult):
+                    return
+        finally:
+            self._router.unsubscribe(rid)
+
+    @staticmethod
+    async def _next(queue: asyncio.Queue[Reply], timeout: float, rid: str) -> Reply:
+        try:
+            return await asyncio.wait_for(queue.get(), timeout=max(timeout, 0.0))
+        except TimeoutError:
+            raise RequestTimeoutError(f"no final reply for {rid} in time") from None

@@ -1,0 +1,54 @@
+"""Wire formats of llmbus: versioned pydantic models, JSON on Kafka.
+
+The bottom layer: imports nothing else of llmbus.
+"""
+
+from llmbus.schemas.chat import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    Usage,
+)
+from llmbus.schemas.envelope import (
+    ChatRequest,
+    ChatResult,
+    ErrorReply,
+    Priority,
+    ReplyTo,
+    StreamDelta,
+    Timings,
+)
+from llmbus.schemas.wire import (
+    CONTENT_TYPE,
+    SCHEMA_VERSION,
+    Kind,
+    WireDecodeError,
+    decode,
+    decode_request,
+    encode,
+    header,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "SCHEMA_VERSION",
+    "ChatCompletion",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResult",
+    "Choice",
+    "ErrorReply",
+    "Kind",
+    "Priority",
+    "ReplyTo",
+    "StreamDelta",
+    "Timings",
+    "Usage",
+    "WireDecodeError",
+    "decode",
+    "decode_request",
+    "encode",
+    "header",
+]

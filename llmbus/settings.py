@@ -1,0 +1,95 @@
+"""The one settings object, read once by each entry point and passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "llmbus"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llmbus"
+
+
+class Settings(BaseSettings):
+    """All of llmbus's configuration; environment variables are ``LLMBUS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMBUS_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: SecretStr | None = None
+    """The auditor's and analysts' connection (least-privilege role)."""
+    migration_database_url: SecretStr | None = None
+    """The schema owner's connection, used only to run migrations."""
+    analyst_database_url: SecretStr | None = None
+    """Read-only connection for analysts' queries and exports."""
+
+    model: str = "smollm2-135m-instruct"
+    """A served model name; the default model resolves to the cached converted SmolLM2."""
+    model_path: str | None = None
+    """Where the weights are (HF-style directory or hub name); defaults from ``model``."""
+
+    dtype: str = "auto"
+    """vLLM dtype; "auto" means float32 on CPU (see VllmEngine) and the model's own on GPU."""
+
+    topic_prefix: str = "llmbus"
+    request_partitions: int = 4
+    reply_partitions: int = 16
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    postgres_port: int = 15432
+
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on 127.0.0.1:<port> when set."""
+    log_level: str = "INFO"
+
+    worker_id: str | None = None
+    max_num_seqs: int = 64
+    """vLLM's batch size; the worker keeps this many requests in flight to fill it."""
+    max_model_len: int = 2048
+    """Context window given to vLLM; prompts longer than this get context_length_exceeded."""
+    max_request_bytes: int = 1_000_000
+    """Kafka messages above this are refused before decoding (protects worker memory)."""
+    commit_interval_s: float = 0.5
+    """How often finished offsets are committed: a trade between redelivery on crash and
+    commit traffic; 0.5 s keeps redelivery small without a commit per request."""
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM, how long in-flight requests may finish before the worker gives up."""
+    kv_cache_gib: int = 2
+    """KV cache for vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE); ignored on GPU."""
+
+    audit_batch_size: int = 500
+    audit_flush_interval_s: float = 0.5
+    """The auditor writes at least this often so rows appear within a second."""
+
+    request_timeout_s: float = 300.0
+    """Client-side wait for a final reply when the request has no deadline."""
+
+    @property
+    def requests_topic(self) -> str:
+        return requests_topic(self.topic_prefix, self.model)
+
+    @property
+    def replies_topic(self) -> str:
+        return f"{self.topic_prefix}.replies"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic_prefix}.dead-letter"
+
+
+def requests_topic(prefix: str, model: str) -> str:
+    """One request topic per served model, so a worker group serves exactly one model."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in model)
+    return f"{prefix}.requests.{safe}"

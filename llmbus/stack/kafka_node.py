@@ -1,0 +1,158 @@
+"""A single-node Apache Kafka 4.x broker in KRaft mode (no ZooKeeper), on loopback.
+
+The jars come from Maven Central via ``scripts/setup.sh`` into ``<cache>/kafka-<v>/libs``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmbus.errors import SetupError
+from llmbus.stack.processes import port_open, read_pid, terminate, wait_for_port
+
+KAFKA_VERSION = "4.1.1"
+HOST = "127.0.0.1"
+
+_LOG4J = """\
+status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = file
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+"""
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    state_dir: Path
+    cache_dir: Path
+    port: int
+    controller_port: int
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / "kafka"
+
+    @property
+    def libs(self) -> Path:
+        return self.cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "server.log"
+
+    def pid(self) -> int | None:
+        return read_pid(self._pid_file)
+
+    def is_running(self) -> bool:
+        return self.pid() is not None and port_open(HOST, self.port)
+
+    def start(self) -> bool:
+        """Start the broker unless it runs; return False if it was already running."""
+        if self.is_running():
+            return False
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise SetupError(f"Kafka jars missing in {self.libs}: run `make setup`")
+        if port_open(HOST, self.port) or port_open(HOST, self.controller_port):
+            raise SetupError(f"port {self.port} or {self.controller_port} is taken")
+        java = shutil.which("java")
+        if java is None:
+            raise SetupError("java not found (Kafka needs Java 17+)")
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            self._run_class(java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                            "-c", str(config))
+        with open(self.home / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                [*self._java_cmd(java), "kafka.Kafka", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives `llmbus up`
+            )
+        self._pid_file.write_text(str(proc.pid))
+        # A cold JVM on 2 cores takes ~5-10 s to open the listener; 60 s covers slow CI.
+        wait_for_port(HOST, self.port, timeout_s=60, what="Kafka", log=self.home / "stdout.log")
+        return True
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        # Controlled shutdown moves leadership and flushes logs; 30 s is ample for one node.
+        terminate(pid, timeout_s=30)
+        self._pid_file.unlink(missing_ok=True)
+        return True
+
+    def _java_cmd(self, java: str) -> list[str]:
+        return [
+            java,
+            # A single dev/test broker needs little heap; keep room for vLLM.
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp",
+            f"{self.libs}/*",
+        ]
+
+    def _run_class(self, java: str, cls: str, *args: str) -> None:
+        done = subprocess.run(
+            [*self._java_cmd(java), cls, *args], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise SetupError(f"{cls} failed: {done.stdout[-1500:]} {done.stderr[-1500:]}")
+
+    def _write_config(self) -> Path:
+        data = self.home / "data"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "4",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # One node: no reason to delay the first rebalance of a new group.
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics are created explicitly with the partition counts llmbus wants.
+            "auto.create.topics.enable": "false",
+            # A request may carry a long conversation; 2 MiB bounds it (see max_request_bytes).
+            "message.max.bytes": str(2 * 1024 * 1024),
+        }
+        config = self.home / "server.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.home / "log4j2.properties").write_text(_LOG4J.format(log=self.log_file))
+        os.chmod(config, 0o600)
+        return config

@@ -1,0 +1,121 @@
+"""``llmbus up`` / ``llmbus down``: the local Kafka broker and PostgreSQL cluster together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from llmbus.bus import ensure_topics
+from llmbus.settings import Settings
+from llmbus.stack.kafka_node import KafkaNode
+from llmbus.stack.postgres_cluster import DATABASE, PostgresCluster
+from llmbus.store.migrate import upgrade_to_head
+
+ENV_FILE = "llmbus.env"
+
+
+@dataclass(frozen=True)
+class StackReport:
+    kafka_started: bool
+    postgres_started: bool
+    env_file: Path
+
+    @property
+    def already_running(self) -> bool:
+        return not (self.kafka_started or self.postgres_started)
+
+
+class LocalStack:
+    def __init__(self, settings: Settings, *, fast_unsafe: bool = False) -> None:
+        self.settings = settings
+        self.kafka = KafkaNode(
+            state_dir=settings.state_dir,
+            cache_dir=settings.cache_dir,
+            port=settings.kafka_port,
+            controller_port=settings.kafka_controller_port,
+        )
+        self.postgres = PostgresCluster(
+            state_dir=settings.state_dir, port=settings.postgres_port, fast_unsafe=fast_unsafe
+        )
+
+    @property
+    def env_file(self) -> Path:
+        return self.settings.state_dir / ENV_FILE
+
+    def env(self) -> dict[str, str]:
+        """The settings a process needs to use this stack (contains credentials)."""
+        return {
+            "LLMBUS_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "LLMBUS_DATABASE_URL": self.postgres.url("llmbus_writer"),
+            "LLMBUS_MIGRATION_DATABASE_URL": self.postgres.url("llmbus_owner"),
+            "LLMBUS_ANALYST_DATABASE_URL": self.postgres.url("llmbus_reader"),
+            "LLMBUS_STATE_DIR": str(self.settings.state_dir),
+        }
+
+    async def up(self) -> StackReport:
+        """Start what is not running, then make roles, schema, migrations and topics
+        current. Every step is idempotent, so ``up`` on a running stack is a no-op."""
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        kafka_started = await asyncio.to_thread(self.kafka.start)
+        postgres_started = await asyncio.to_thread(self.postgres.start)
+        await self._bootstrap_database()
+        await asyncio.to_thread(upgrade_to_head, self.postgres.url("llmbus_owner"))
+        s = self.settings
+        await ensure_topics(
+            self.kafka.bootstrap,
+            {
+                s.requests_topic: s.request_partitions,
+                s.replies_topic: s.reply_partitions,
+                s.dead_letter_topic: 1,
+            },
+        )
+        self._write_env_file()
+        return StackReport(kafka_started, postgres_started, self.env_file)
+
+    def down(self, *, purge: bool = False) -> tuple[bool, bool]:
+        kafka = self.kafka.stop()
+        postgres = self.postgres.stop()
+        if purge:
+            self.postgres.purge()
+        return kafka, postgres
+
+    async def _bootstrap_database(self) -> None:
+        pg = self.postgres
+        admin = create_async_engine(
+            pg.url("llmbus_admin", database="postgres"),
+            isolation_level="AUTOCOMMIT",
+        )
+        try:
+            async with admin.connect() as conn:
+                for stmt in pg.bootstrap_sql():
+                    await conn.execute(text(stmt))
+                exists = await conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": DATABASE}
+                )
+                if not exists:
+                    await conn.execute(text(f"CREATE DATABASE {DATABASE} OWNER llmbus_admin"))
+                    await conn.execute(text(f"REVOKE ALL ON DATABASE {DATABASE} FROM PUBLIC"))
+                    await conn.execute(text(
+                        f"GRANT CONNECT ON DATABASE {DATABASE} "
+                        "TO llmbus_owner, llmbus_writer, llmbus_reader"
+                    ))
+        finally:
+            await admin.dispose()
+        db = create_async_engine(pg.url("llmbus_admin"), isolation_level="AUTOCOMMIT")
+        try:
+            async with db.connect() as conn:
+                for stmt in pg.owner_sql():
+                    await conn.execute(text(stmt))
+        finally:
+            await db.dispose()
+
+    def _write_env_file(self) -> None:
+        body = "".join(f"export {k}='{v}'\n" for k, v in self.env().items())
+        fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("# written by `llmbus up`; holds credentials: keep it private\n" + body)

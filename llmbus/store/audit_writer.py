@@ -1,0 +1,107 @@
+"""``AuditWriter``: bulk, idempotent inserts of requests and finals into the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from llmbus.errors import NotStartedError
+from llmbus.schemas import ChatRequest, ChatResult, ErrorReply
+from llmbus.store.database import make_engine, mapped
+from llmbus.store.tables import requests, results
+
+
+def request_row(req: ChatRequest, topic: str, partition: int, offset: int) -> dict[str, Any]:
+    body = req.body
+    return {
+        "request_id": req.request_id,
+        "created_at": req.created_at,
+        "logged_at": datetime.now(UTC),
+        "model": body.model,
+        "messages": [m.model_dump() for m in body.messages],
+        "params": body.model_dump(exclude={"messages", "model"}),
+        "priority": req.priority.value,
+        "deadline": req.deadline,
+        "tenant_id": req.tenant_id,
+        "user_id": req.user_id,
+        "batch_id": req.batch_id,
+        "metadata": req.metadata,
+        "stream": str(req.stream).lower(),
+        "kafka_topic": topic,
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+    }
+
+
+def result_row(final: ChatResult | ErrorReply) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    if isinstance(final, ErrorReply):
+        return {
+            "request_id": final.request_id, "status": "error", "finished_at": final.finished_at,
+            "logged_at": now, "model": None, "output": None, "finish_reason": None,
+            "prompt_tokens": None, "completion_tokens": None, "queue_ms": None,
+            "ttft_ms": None, "total_ms": None, "worker_id": final.worker_id,
+            "error_code": final.code, "error_message": final.message, "completion": None,
+        }
+    c = final.completion
+    choice = c.choices[0]
+    return {
+        "request_id": final.request_id, "status": "ok", "finished_at": final.finished_at,
+        "logged_at": now, "model": c.model, "output": choice.message.content,
+        "finish_reason": choice.finish_reason, "prompt_tokens": c.usage.prompt_tokens,
+        "completion_tokens": c.usage.completion_tokens, "queue_ms": final.timings.queue_ms,
+        "ttft_ms": final.timings.ttft_ms, "total_ms": final.timings.total_ms,
+        "worker_id": final.worker_id, "error_code": None, "error_message": None,
+        "completion": c.model_dump(mode="json"),
+    }
+
+
+class AuditWriter:
+    """Writes one batch per transaction. ``ON CONFLICT DO NOTHING`` on the request id makes
+    a redelivered batch harmless: the trail keeps exactly one row per request and per final
+    (the first final wins)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._engine: AsyncEngine | None = None
+
+    async def start(self) -> None:
+        self._engine = make_engine(self._url, pool_size=2)
+
+    async def stop(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    async def write(self, request_rows: list[dict[str, Any]],
+                    result_rows: list[dict[str, Any]]) -> None:
+        """Raises DatabaseUnavailableError when the database is away (caller retries)."""
+        engine = self._engine
+        if engine is None:
+            raise NotStartedError("AuditWriter used before start()")
+
+        async def op() -> None:
+            async with engine.begin() as conn:
+                if request_rows:
+                    await conn.execute(
+                        insert(requests).on_conflict_do_nothing(index_elements=["request_id"]),
+                        _dedupe(request_rows),
+                    )
+                if result_rows:
+                    await conn.execute(
+                        insert(results).on_conflict_do_nothing(index_elements=["request_id"]),
+                        _dedupe(result_rows),
+                    )
+
+        await mapped(op)
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the first row per request id within one batch."""
+    seen: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        seen.setdefault(row["request_id"], row)
+    return list(seen.values())

@@ -1,0 +1,36 @@
+"""Async SQLAlchemy engines; asyncpg's connection errors become DatabaseUnavailableError."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from llmbus.errors import DatabaseUnavailableError
+
+T = TypeVar("T")
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        # Connections that died while the database restarted are replaced, not reused.
+        pool_pre_ping=True,
+        # Fail fast when the database is away, so callers back off instead of hanging.
+        connect_args={"timeout": 10},
+    )
+
+
+async def mapped(op: Callable[[], Awaitable[T]]) -> T:
+    """Run ``op``; a lost or refused connection is raised as DatabaseUnavailableError."""
+    try:
+        return await op()
+    except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
+        raise DatabaseUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailableError("database connection lost") from exc
+        raise

@@ -1,0 +1,65 @@
+"""The audit tables. Everything a replay needs is kept: messages, parameters, model,
+tenant/user, timestamps, output, finish reason, token usage, timings, worker id.
+
+Migrations create these (``llmbus/migrations``); this module is the code's view of them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+SCHEMA = "llmbus"
+metadata = MetaData(schema=SCHEMA)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("messages", JSONB, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("deadline", DateTime(timezone=True)),
+    Column("tenant_id", String(128)),
+    Column("user_id", String(128)),
+    Column("batch_id", String(128)),
+    Column("metadata", JSONB, nullable=False),
+    Column("stream", String(5), nullable=False),
+    Column("kafka_topic", String(249), nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+    Column("model", String(256)),
+    Column("output", Text),
+    Column("finish_reason", String(16)),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("queue_ms", Float),
+    Column("ttft_ms", Float),
+    Column("total_ms", Float),
+    Column("worker_id", String(128)),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("completion", JSONB),
+)

@@ -1,0 +1,174 @@
+"""Session-scoped real services: Kafka (KRaft), PostgreSQL and vLLM, started once.
+
+Each service has a factory and a default. Every test gets fresh topics (its own topic
+prefix) and fresh consumer groups, on the shared broker, database and engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from llmbus.bus import ensure_topics
+from llmbus.consumers.auditor import Auditor, AuditorConfig
+from llmbus.consumers.engine import Engine
+from llmbus.consumers.worker import Worker, WorkerConfig
+from llmbus.metrics import AuditMetrics, WorkerMetrics
+from llmbus.producers import LlmbusClient
+from llmbus.settings import Settings
+from llmbus.stack.local_stack import LocalStack
+from llmbus.store.audit_writer import AuditWriter
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- Kafka + PostgreSQL ---------------------------------------------------------------
+
+StackFactory = Callable[[], Awaitable[LocalStack]]
+
+
+@pytest.fixture(scope="session")
+async def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StackFactory]:
+    stacks: list[LocalStack] = []
+
+    async def make() -> LocalStack:
+        settings = Settings(
+            state_dir=tmp_path_factory.mktemp("stack"),
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            postgres_port=free_port(),
+        )
+        stack = LocalStack(settings, fast_unsafe=True)
+        stacks.append(stack)
+        await stack.up()
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.down(purge=True)
+
+
+@pytest.fixture(scope="session")
+async def stack(stack_factory: StackFactory) -> LocalStack:
+    return await stack_factory()
+
+
+@pytest.fixture(scope="session")
+async def analyst_db(stack: LocalStack) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(stack.postgres.url("llmbus_reader"))
+    yield engine
+    await engine.dispose()
+
+
+# --- vLLM ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def engine() -> AsyncIterator[Engine]:
+    """The real vLLM engine on the default model, loaded once for the whole session."""
+    from llmbus.cli import make_engine
+
+    vllm = make_engine(Settings(max_num_seqs=64, max_model_len=2048), None)
+    await vllm.start()
+    yield vllm
+    await vllm.stop()
+
+
+# --- per test: fresh topics, groups, worker, auditor, client ---------------------------
+
+
+@dataclass
+class Bus:
+    """One test's slice of the shared stack."""
+
+    settings: Settings
+    stack: LocalStack
+    tasks: list[tuple[Any, asyncio.Task[None]]]
+
+    async def start_worker(self, engine: Engine, *, worker_id: str = "w1") -> Worker:
+        s = self.settings
+        worker = Worker(
+            WorkerConfig(
+                bootstrap=s.kafka_bootstrap, requests_topic=s.requests_topic,
+                group_id=f"{s.topic_prefix}-workers", worker_id=worker_id,
+                served_model=s.model, max_request_bytes=s.max_request_bytes,
+                commit_interval_s=0.2, shutdown_grace_s=30,
+            ),
+            engine,
+            WorkerMetrics(CollectorRegistry()),
+        )
+        self.tasks.append((worker, asyncio.create_task(worker.run())))
+        return worker
+
+    async def start_auditor(self) -> Auditor:
+        s = self.settings
+        auditor = Auditor(
+            AuditorConfig(
+                bootstrap=s.kafka_bootstrap, group_id=f"{s.topic_prefix}-auditor",
+                topics=[s.requests_topic, s.replies_topic], pattern=None,
+                batch_size=500, flush_interval_s=0.2, max_request_bytes=s.max_request_bytes,
+            ),
+            AuditWriter(self.stack.postgres.url("llmbus_writer")),
+            AuditMetrics(CollectorRegistry()),
+        )
+        self.tasks.append((auditor, asyncio.create_task(auditor.run())))
+        return auditor
+
+    def client(self, **overrides: Any) -> LlmbusClient:
+        return LlmbusClient.from_settings(self.settings, **overrides)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess (CLI) that should use this test's slice."""
+        return {
+            **os.environ,
+            **self.stack.env(),
+            "LLMBUS_TOPIC_PREFIX": self.settings.topic_prefix,
+            "LLMBUS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+        }
+
+
+@pytest.fixture
+async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
+    settings = Settings(
+        kafka_bootstrap=stack.kafka.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}",
+        request_partitions=4,
+        reply_partitions=4,
+        request_timeout_s=120,
+        state_dir=stack.settings.state_dir,
+    )
+    await ensure_topics(settings.kafka_bootstrap, {
+        settings.requests_topic: settings.request_partitions,
+        settings.replies_topic: settings.reply_partitions,
+        settings.dead_letter_topic: 1,
+    })
+    the_bus = Bus(settings, stack, [])
+    yield the_bus
+    for component, _ in the_bus.tasks:
+        component.stop()
+    for _, task in the_bus.tasks:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=60)
+
+
+@pytest.fixture
+def repo_root() -> Iterator[Path]:
+    yield Path(__file__).resolve().parent.parent
