@@ -24,7 +24,7 @@ def load_settings() -> Settings:
     """Environment first; ``<state>/llmbus.env`` (written by ``llmbus up``) fills the rest."""
     state = Path(os.environ.get("LLMBUS_STATE_DIR") or default_state_dir())
     env_file = state / "llmbus.env"
-    return Settings(_env_file=env_file if env_file.exists() else None)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file if env_file.exists() else None)
 
 
 def _registry(settings: Settings) -> CollectorRegistry:
@@ -46,13 +46,19 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     stack = LocalStack(settings, fast_unsafe=args.fast_unsafe)
     report = await stack.up()
     if report.already_running:
-        print(f"llmbus stack already running (Kafka {stack.kafka.bootstrap}, "
-              f"PostgreSQL 127.0.0.1:{settings.postgres_port})")
+        print(
+            f"llmbus stack already running (Kafka {stack.kafka.bootstrap}, "
+            f"PostgreSQL 127.0.0.1:{settings.postgres_port})"
+        )
     else:
-        print(f"llmbus stack up: Kafka {stack.kafka.bootstrap} (KRaft), "
-              f"PostgreSQL 127.0.0.1:{settings.postgres_port}, topics and migrations current")
-    print(f"settings for other shells (credentials inside, mode 0600):\n"
-          f"  source {report.env_file}\n  # sets: {' '.join(stack.env())}")
+        print(
+            f"llmbus stack up: Kafka {stack.kafka.bootstrap} (KRaft), "
+            f"PostgreSQL 127.0.0.1:{settings.postgres_port}, topics and migrations current"
+        )
+    print(
+        f"settings for other shells (credentials inside, mode 0600):\n"
+        f"  source {report.env_file}\n  # sets: {' '.join(stack.env())}"
+    )
     return 0
 
 
@@ -60,8 +66,10 @@ async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     from llmbus.stack.local_stack import LocalStack
 
     kafka, postgres = LocalStack(settings).down(purge=args.purge)
-    print(f"Kafka {'stopped' if kafka else 'was not running'}; "
-          f"PostgreSQL {'stopped' if postgres else 'was not running'}")
+    print(
+        f"Kafka {'stopped' if kafka else 'was not running'}; "
+        f"PostgreSQL {'stopped' if postgres else 'was not running'}"
+    )
     return 0
 
 
@@ -107,10 +115,13 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from llmbus.metrics import WorkerMetrics
 
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    await ensure_topics(settings.kafka_bootstrap, {
-        settings.requests_topic: settings.request_partitions,
-        settings.replies_topic: settings.reply_partitions,
-    })
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        {
+            settings.requests_topic: settings.request_partitions,
+            settings.replies_topic: settings.reply_partitions,
+        },
+    )
     engine = make_engine(settings, args.engine)
     await engine.start()
     worker = Worker(
@@ -128,8 +139,7 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         WorkerMetrics(_registry(settings)),
     )
     _on_signals(worker.stop)
-    print(f"worker {worker_id} serving {settings.model} from {settings.requests_topic}",
-          flush=True)
+    print(f"worker {worker_id} serving {settings.model} from {settings.requests_topic}", flush=True)
     try:
         await worker.run()
     except EngineDeadError:
@@ -195,20 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmbus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the local Kafka (KRaft) and PostgreSQL stack")
-    up.add_argument("--fast-unsafe", action="store_true",
-                    help="PostgreSQL without fsync (throwaway test stacks only)")
+    up.add_argument(
+        "--fast-unsafe",
+        action="store_true",
+        help="PostgreSQL without fsync (throwaway test stacks only)",
+    )
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop the local stack")
     down.add_argument("--purge", action="store_true", help="also delete the database files")
     down.set_defaults(func=cmd_down)
     sub.add_parser("migrate", help="run database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("model-path", help="prepare and print the model directory").set_defaults(
-        func=cmd_model_path)
+        func=cmd_model_path
+    )
     worker = sub.add_parser("worker", help="serve the model's request topic with vLLM")
     worker.add_argument("--engine", help="module:factory of another engine (tests)")
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("auditor", help="copy requests and results into PostgreSQL").set_defaults(
-        func=cmd_auditor)
+        func=cmd_auditor
+    )
     chat = sub.add_parser("chat", help="ask one question through Kafka")
     chat.add_argument("question")
     chat.add_argument("--stream", action="store_true")

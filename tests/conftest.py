@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,16 +26,10 @@ from llmbus.metrics import AuditMetrics, WorkerMetrics
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
+from llmbus.stack.processes import free_port
 from llmbus.store.audit_writer import AuditWriter
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- Kafka + PostgreSQL ---------------------------------------------------------------
@@ -107,10 +99,14 @@ class Bus:
         s = self.settings
         worker = Worker(
             WorkerConfig(
-                bootstrap=s.kafka_bootstrap, requests_topic=s.requests_topic,
-                group_id=f"{s.topic_prefix}-workers", worker_id=worker_id,
-                served_model=s.model, max_request_bytes=s.max_request_bytes,
-                commit_interval_s=0.2, shutdown_grace_s=30,
+                bootstrap=s.kafka_bootstrap,
+                requests_topic=s.requests_topic,
+                group_id=f"{s.topic_prefix}-workers",
+                worker_id=worker_id,
+                served_model=s.model,
+                max_request_bytes=s.max_request_bytes,
+                commit_interval_s=0.2,
+                shutdown_grace_s=30,
             ),
             engine,
             WorkerMetrics(CollectorRegistry()),
@@ -122,9 +118,13 @@ class Bus:
         s = self.settings
         auditor = Auditor(
             AuditorConfig(
-                bootstrap=s.kafka_bootstrap, group_id=f"{s.topic_prefix}-auditor",
-                topics=[s.requests_topic, s.replies_topic], pattern=None,
-                batch_size=500, flush_interval_s=0.2, max_request_bytes=s.max_request_bytes,
+                bootstrap=s.kafka_bootstrap,
+                group_id=f"{s.topic_prefix}-auditor",
+                topics=[s.requests_topic, s.replies_topic],
+                pattern=None,
+                batch_size=500,
+                flush_interval_s=0.2,
+                max_request_bytes=s.max_request_bytes,
             ),
             AuditWriter(self.stack.postgres.url("llmbus_writer")),
             AuditMetrics(CollectorRegistry()),
@@ -155,11 +155,14 @@ async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
         request_timeout_s=120,
         state_dir=stack.settings.state_dir,
     )
-    await ensure_topics(settings.kafka_bootstrap, {
-        settings.requests_topic: settings.request_partitions,
-        settings.replies_topic: settings.reply_partitions,
-        settings.dead_letter_topic: 1,
-    })
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        {
+            settings.requests_topic: settings.request_partitions,
+            settings.replies_topic: settings.reply_partitions,
+            settings.dead_letter_topic: 1,
+        },
+    )
     the_bus = Bus(settings, stack, [])
     yield the_bus
     for component, _ in the_bus.tasks:
@@ -167,8 +170,3 @@ async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
     for _, task in the_bus.tasks:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, timeout=60)
-
-
-@pytest.fixture
-def repo_root() -> Iterator[Path]:
-    yield Path(__file__).resolve().parent.parent

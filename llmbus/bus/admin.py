@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -25,10 +26,9 @@ async def ensure_topics(
             if name not in existing
         ]
         if missing:
-            try:
+            # Another process may create one between list and create: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between list and create
         await _wait_for_metadata(admin, set(topics))
     except KafkaError as exc:
         raise BrokerUnavailableError(f"cannot create topics on {bootstrap}: {exc}") from exc

@@ -93,8 +93,7 @@ class Auditor:
                 self._metrics.skipped.inc()
                 continue
             if isinstance(message, ChatRequest):
-                req_rows.append(request_row(message, record.topic, record.partition,
-                                            record.offset))
+                req_rows.append(request_row(message, record.topic, record.partition, record.offset))
             elif isinstance(message, (ChatResult, ErrorReply)):
                 res_rows.append(result_row(message))
         return req_rows, res_rows

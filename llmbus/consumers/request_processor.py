@@ -52,7 +52,10 @@ class RequestProcessor:
     """
 
     def __init__(
-        self, engine: Engine, producer: BusProducer, config: ProcessorConfig,
+        self,
+        engine: Engine,
+        producer: BusProducer,
+        config: ProcessorConfig,
         metrics: WorkerMetrics,
     ) -> None:
         self._engine = engine
@@ -65,8 +68,13 @@ class RequestProcessor:
             request = self._decode(record)
         except WireDecodeError as exc:
             reply_to, request_id = _salvage_reply_address(record.value)
-            log.warning("undecodable request at %s:%s: %s", record.topic, record.offset,
-                        exc.reason, extra={"request_id": request_id})
+            log.warning(
+                "undecodable request at %s:%s: %s",
+                record.topic,
+                record.offset,
+                exc.reason,
+                extra={"request_id": request_id},
+            )
             self._metrics.failed.labels(self._config.served_model, exc.code).inc()
             if reply_to is not None and request_id is not None:
                 await self._reply_error(reply_to, request_id, exc.code, exc.reason)
@@ -137,19 +145,28 @@ class RequestProcessor:
                 if request.stream:
                     # Not awaited: deltas share the final's partition and producer, so the
                     # final's acknowledgement below implies theirs.
-                    value, headers = encode(StreamDelta(request_id=rid, seq=seq, content=chunk.text))
-                    await self._producer.enqueue(request.reply_to.topic, value, headers,
-                                                 partition=request.reply_to.partition)
+                    delta = StreamDelta(request_id=rid, seq=seq, content=chunk.text)
+                    value, headers = encode(delta)
+                    await self._producer.enqueue(
+                        request.reply_to.topic, value, headers, partition=request.reply_to.partition
+                    )
                     seq += 1
         total_ms = queue_ms + (time.monotonic() - start) * 1000
         completion = ChatCompletion(
             id=f"chatcmpl-{rid}",
             created=int(time.time()),
             model=cfg.served_model,
-            choices=[Choice(message=AssistantMessage(content="".join(parts)),
-                            finish_reason=_finish(finish_reason))],
-            usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=tokens,
-                        total_tokens=len(prompt_ids) + tokens),
+            choices=[
+                Choice(
+                    message=AssistantMessage(content="".join(parts)),
+                    finish_reason=_finish(finish_reason),
+                )
+            ],
+            usage=Usage(
+                prompt_tokens=len(prompt_ids),
+                completion_tokens=tokens,
+                total_tokens=len(prompt_ids) + tokens,
+            ),
         )
         result = ChatResult(
             request_id=rid,
@@ -158,8 +175,9 @@ class RequestProcessor:
             worker_id=cfg.worker_id,
         )
         value, headers = encode(result)
-        await self._producer.send(request.reply_to.topic, value, headers,
-                                  partition=request.reply_to.partition)
+        await self._producer.send(
+            request.reply_to.topic, value, headers, partition=request.reply_to.partition
+        )
         self._metrics.completed.labels(cfg.served_model).inc()
         self._metrics.tokens_out.labels(cfg.served_model).inc(tokens)
         self._metrics.tokens_in.labels(cfg.served_model).inc(len(prompt_ids))
@@ -168,8 +186,9 @@ class RequestProcessor:
             self._metrics.ttft_seconds.observe(ttft_ms / 1000)
 
     async def _reply_error(self, reply_to: ReplyTo, rid: str, code: str, message: str) -> None:
-        value, headers = encode(ErrorReply(request_id=rid, code=code, message=message,
-                                           worker_id=self._config.worker_id))
+        value, headers = encode(
+            ErrorReply(request_id=rid, code=code, message=message, worker_id=self._config.worker_id)
+        )
         await self._producer.send(reply_to.topic, value, headers, partition=reply_to.partition)
 
 

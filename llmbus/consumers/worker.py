@@ -54,8 +54,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
         self._max_inflight = engine.max_num_seqs + max(4, engine.max_num_seqs // 4)
-        self._producer = BusProducer(config.bootstrap, client_id=f"worker-{config.worker_id}",
-                                     max_request_bytes=config.max_request_bytes)
+        self._producer = BusProducer(
+            config.bootstrap,
+            client_id=f"worker-{config.worker_id}",
+            max_request_bytes=config.max_request_bytes,
+        )
         self._consumer = GroupConsumer(
             config.bootstrap,
             group_id=config.group_id,
@@ -72,9 +75,13 @@ class Worker:
         try:
             await self._consumer.start()
             self._processor = RequestProcessor(
-                self._engine, self._producer,
-                ProcessorConfig(self._config.served_model, self._config.worker_id,
-                                self._config.max_request_bytes),
+                self._engine,
+                self._producer,
+                ProcessorConfig(
+                    self._config.served_model,
+                    self._config.worker_id,
+                    self._config.max_request_bytes,
+                ),
                 self._metrics,
             )
             committer = asyncio.create_task(self._commit_loop())
@@ -157,8 +164,11 @@ class Worker:
     async def _drain(self) -> None:
         if not self._tasks or self._fatal is not None:
             return
-        log.info("draining %d in-flight requests (grace %.0fs)", len(self._tasks),
-                 self._config.shutdown_grace_s)
+        log.info(
+            "draining %d in-flight requests (grace %.0fs)",
+            len(self._tasks),
+            self._config.shutdown_grace_s,
+        )
         _, pending = await asyncio.wait(self._tasks, timeout=self._config.shutdown_grace_s)
         for task in pending:
             task.cancel()

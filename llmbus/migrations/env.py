@@ -37,8 +37,12 @@ async def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata,
-                      version_table_schema=SCHEMA, literal_binds=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=metadata,
+        version_table_schema=SCHEMA,
+        literal_binds=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:

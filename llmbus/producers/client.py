@@ -53,8 +53,9 @@ class LlmbusClient:
         self._tenant_id = tenant_id
         self._user_id = user_id
         self._client_id = f"llmbus-client-{uuid.uuid4().hex[:8]}"
-        self._producer = BusProducer(bootstrap, client_id=self._client_id,
-                                     max_request_bytes=max_request_bytes)
+        self._producer = BusProducer(
+            bootstrap, client_id=self._client_id, max_request_bytes=max_request_bytes
+        )
         self._router: ReplyRouter | None = None
 
     @classmethod
@@ -84,10 +85,14 @@ class LlmbusClient:
                 await self._producer.stop()
                 raise NotStartedError(f"replies topic {self._replies_topic} does not exist")
             self._partition = random.choice(sorted(partitions))  # noqa: S311 - load spreading
-        self._router = ReplyRouter(PartitionReader(
-            self._bootstrap, topic=self._replies_topic, partition=self._partition,
-            client_id=self._client_id,
-        ))
+        self._router = ReplyRouter(
+            PartitionReader(
+                self._bootstrap,
+                topic=self._replies_topic,
+                partition=self._partition,
+                client_id=self._client_id,
+            )
+        )
         try:
             await self._router.start()
         except BaseException:
@@ -141,8 +146,9 @@ class LlmbusClient:
             ),
         )
 
-    async def chat(self, messages: Sequence[ChatMessage | dict[str, str]] | str,
-                   **kwargs: Any) -> ChatResult:
+    async def chat(
+        self, messages: Sequence[ChatMessage | dict[str, str]] | str, **kwargs: Any
+    ) -> ChatResult:
         """Send one request; return its result or raise RemoteError / RequestTimeoutError."""
         request = self.build_request(messages, stream=False, **kwargs)
         async for reply in self._exchange(request):
@@ -150,8 +156,9 @@ class LlmbusClient:
                 return reply
         raise AssertionError("unreachable: _exchange ends with a final")
 
-    async def stream(self, messages: Sequence[ChatMessage | dict[str, str]] | str,
-                     **kwargs: Any) -> AsyncIterator[StreamDelta | ChatResult]:
+    async def stream(
+        self, messages: Sequence[ChatMessage | dict[str, str]] | str, **kwargs: Any
+    ) -> AsyncIterator[StreamDelta | ChatResult]:
         """Yield deltas as they are generated, then the final result."""
         request = self.build_request(messages, stream=True, **kwargs)
         async for reply in self._exchange(request):
@@ -193,8 +200,8 @@ class LlmbusClient:
             self._router.unsubscribe(rid)
 
     @staticmethod
-    async def _next(queue: asyncio.Queue[Reply], timeout: float, rid: str) -> Reply:
+    async def _next(queue: asyncio.Queue[Reply], remaining_s: float, rid: str) -> Reply:
         try:
-            return await asyncio.wait_for(queue.get(), timeout=max(timeout, 0.0))
+            return await asyncio.wait_for(queue.get(), timeout=max(remaining_s, 0.0))
         except TimeoutError:
             raise RequestTimeoutError(f"no final reply for {rid} in time") from None

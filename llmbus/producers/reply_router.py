@@ -63,13 +63,14 @@ class ReplyRouter:
             for record in records:
                 rid = header(record.headers, H_REQUEST_ID)
                 queue = self._queues.get(rid) if rid else None
-                if queue is None:
+                if rid is None or queue is None:
                     continue  # another client's reply on the shared partition, or a late one
                 try:
                     reply = decode(record.value, record.headers)
                 except WireDecodeError as exc:
-                    log.warning("undecodable reply dropped: %s", exc.reason,
-                                extra={"request_id": rid})
+                    log.warning(
+                        "undecodable reply dropped: %s", exc.reason, extra={"request_id": rid}
+                    )
                     continue
                 if isinstance(reply, (ChatResult, ErrorReply)):
                     del self._queues[rid]

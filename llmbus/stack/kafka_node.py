@@ -81,8 +81,9 @@ class KafkaNode:
         config = self._write_config()
         if not (self.home / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            self._run_class(java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                            "-c", str(config))
+            self._run_class(
+                java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+            )
         with open(self.home / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
                 [*self._java_cmd(java), "kafka.Kafka", str(config)],

@@ -100,10 +100,12 @@ class LocalStack:
                 if not exists:
                     await conn.execute(text(f"CREATE DATABASE {DATABASE} OWNER llmbus_admin"))
                     await conn.execute(text(f"REVOKE ALL ON DATABASE {DATABASE} FROM PUBLIC"))
-                    await conn.execute(text(
-                        f"GRANT CONNECT ON DATABASE {DATABASE} "
-                        "TO llmbus_owner, llmbus_writer, llmbus_reader"
-                    ))
+                    await conn.execute(
+                        text(
+                            f"GRANT CONNECT ON DATABASE {DATABASE} "
+                            "TO llmbus_owner, llmbus_writer, llmbus_reader"
+                        )
+                    )
         finally:
             await admin.dispose()
         db = create_async_engine(pg.url("llmbus_admin"), isolation_level="AUTOCOMMIT")

@@ -104,15 +104,17 @@ class PostgresCluster:
             raise SetupError(f"port {self.port} is taken by another process")
         if not (self.data_dir / "PG_VERSION").exists():
             self._init()
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
-                  "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start"
+        )
         return True
 
     def stop(self) -> bool:
         if self.pid() is None:
             return False
-        done = self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop",
-                         check=False)
+        done = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False
+        )
         pid = self.pid()
         if done.returncode != 0 and pid is not None:
             terminate(pid, timeout_s=10)
@@ -133,8 +135,18 @@ class PostgresCluster:
             shutil.chown(pwfile, "postgres", "postgres")
         os.chmod(self.data_dir, 0o700)
         try:
-            self._run("initdb", "-D", str(self.data_dir), "-U", "llmbus_admin",
-                      "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "llmbus_admin",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         conf = [

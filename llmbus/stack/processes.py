@@ -66,3 +66,11 @@ def terminate(pid: int, *, timeout_s: float) -> None:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def free_port() -> int:
+    """A loopback port that is free now (for test and benchmark stacks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -40,21 +40,41 @@ def result_row(final: ChatResult | ErrorReply) -> dict[str, Any]:
     now = datetime.now(UTC)
     if isinstance(final, ErrorReply):
         return {
-            "request_id": final.request_id, "status": "error", "finished_at": final.finished_at,
-            "logged_at": now, "model": None, "output": None, "finish_reason": None,
-            "prompt_tokens": None, "completion_tokens": None, "queue_ms": None,
-            "ttft_ms": None, "total_ms": None, "worker_id": final.worker_id,
-            "error_code": final.code, "error_message": final.message, "completion": None,
+            "request_id": final.request_id,
+            "status": "error",
+            "finished_at": final.finished_at,
+            "logged_at": now,
+            "model": None,
+            "output": None,
+            "finish_reason": None,
+            "prompt_tokens": None,
+            "completion_tokens": None,
+            "queue_ms": None,
+            "ttft_ms": None,
+            "total_ms": None,
+            "worker_id": final.worker_id,
+            "error_code": final.code,
+            "error_message": final.message,
+            "completion": None,
         }
     c = final.completion
     choice = c.choices[0]
     return {
-        "request_id": final.request_id, "status": "ok", "finished_at": final.finished_at,
-        "logged_at": now, "model": c.model, "output": choice.message.content,
-        "finish_reason": choice.finish_reason, "prompt_tokens": c.usage.prompt_tokens,
-        "completion_tokens": c.usage.completion_tokens, "queue_ms": final.timings.queue_ms,
-        "ttft_ms": final.timings.ttft_ms, "total_ms": final.timings.total_ms,
-        "worker_id": final.worker_id, "error_code": None, "error_message": None,
+        "request_id": final.request_id,
+        "status": "ok",
+        "finished_at": final.finished_at,
+        "logged_at": now,
+        "model": c.model,
+        "output": choice.message.content,
+        "finish_reason": choice.finish_reason,
+        "prompt_tokens": c.usage.prompt_tokens,
+        "completion_tokens": c.usage.completion_tokens,
+        "queue_ms": final.timings.queue_ms,
+        "ttft_ms": final.timings.ttft_ms,
+        "total_ms": final.timings.total_ms,
+        "worker_id": final.worker_id,
+        "error_code": None,
+        "error_message": None,
         "completion": c.model_dump(mode="json"),
     }
 
@@ -76,8 +96,9 @@ class AuditWriter:
             engine, self._engine = self._engine, None
             await engine.dispose()
 
-    async def write(self, request_rows: list[dict[str, Any]],
-                    result_rows: list[dict[str, Any]]) -> None:
+    async def write(
+        self, request_rows: list[dict[str, Any]], result_rows: list[dict[str, Any]]
+    ) -> None:
         """Raises DatabaseUnavailableError when the database is away (caller retries)."""
         engine = self._engine
         if engine is None:

@@ -17,8 +17,9 @@ from tests.conftest import Bus
 pytestmark = pytest.mark.integration
 
 
-async def wait_for_rows(db: AsyncEngine, sql: str, params: dict[str, object], want: int,
-                        timeout_s: float = 30) -> list[dict[str, object]]:
+async def wait_for_rows(
+    db: AsyncEngine, sql: str, params: dict[str, object], want: int, timeout_s: float = 30
+) -> list[dict[str, object]]:
     loop = asyncio.get_running_loop()
     give_up = loop.time() + timeout_s
     while True:
@@ -29,12 +30,15 @@ async def wait_for_rows(db: AsyncEngine, sql: str, params: dict[str, object], wa
         await asyncio.sleep(0.2)
 
 
-async def test_chat_answers_and_is_audited(bus: Bus, engine: Engine, analyst_db: AsyncEngine) -> None:
+async def test_chat_answers_and_is_audited(
+    bus: Bus, engine: Engine, analyst_db: AsyncEngine
+) -> None:
     await bus.start_worker(engine)
     await bus.start_auditor()
     async with bus.client(tenant_id="acme", user_id="ana") as client:
-        result = await client.chat("What is the capital of France?", max_tokens=32,
-                                   temperature=0.0, request_id="capital-1")
+        result = await client.chat(
+            "What is the capital of France?", max_tokens=32, temperature=0.0, request_id="capital-1"
+        )
     content = result.completion.choices[0].message.content
     assert "Paris" in content
     assert result.completion.usage.completion_tokens > 0
@@ -46,7 +50,8 @@ async def test_chat_answers_and_is_audited(bus: Bus, engine: Engine, analyst_db:
         "SELECT q.request_id, q.tenant_id, q.user_id, q.messages, q.params, q.model, "
         "r.status, r.output, r.finish_reason, r.completion_tokens, r.worker_id "
         "FROM requests q JOIN results r USING (request_id) WHERE q.request_id = :rid",
-        {"rid": "capital-1"}, want=1,
+        {"rid": "capital-1"},
+        want=1,
     )
     assert len(rows) == 1
     row = rows[0]
@@ -62,8 +67,9 @@ async def test_chat_answers_and_is_audited(bus: Bus, engine: Engine, analyst_db:
 async def test_stream_yields_deltas_then_final(bus: Bus, engine: Engine) -> None:
     await bus.start_worker(engine)
     async with bus.client() as client:
-        replies = [r async for r in client.stream("Name three colours.", max_tokens=24,
-                                                  temperature=0.0)]
+        replies = [
+            r async for r in client.stream("Name three colours.", max_tokens=24, temperature=0.0)
+        ]
     deltas = [r for r in replies if isinstance(r, StreamDelta)]
     assert isinstance(replies[-1], ChatResult)
     assert len(deltas) >= 2, "streaming should deliver the answer in pieces"
@@ -79,14 +85,18 @@ async def test_fifty_concurrent_requests_each_answered_once(
     await bus.start_auditor()
     async with bus.client() as client:
         ids = [f"c{i}" for i in range(50)]
-        results = await asyncio.gather(*(
-            client.chat(f"Say the number {i}.", max_tokens=16, temperature=0.0, request_id=rid)
-            for i, rid in enumerate(ids)
-        ))
+        results = await asyncio.gather(
+            *(
+                client.chat(f"Say the number {i}.", max_tokens=16, temperature=0.0, request_id=rid)
+                for i, rid in enumerate(ids)
+            )
+        )
     assert sorted(r.request_id for r in results) == sorted(ids)
     rows = await wait_for_rows(
-        analyst_db, "SELECT request_id FROM results WHERE request_id = ANY(:ids)",
-        {"ids": ids}, want=50,
+        analyst_db,
+        "SELECT request_id FROM results WHERE request_id = ANY(:ids)",
+        {"ids": ids},
+        want=50,
     )
     counts = collections.Counter(r["request_id"] for r in rows)
     assert len(counts) == 50 and set(counts.values()) == {1}

@@ -41,8 +41,9 @@ def upgrade() -> None:
         schema=SCHEMA,
     )
     op.create_index("requests_created_at", "requests", ["created_at"], schema=SCHEMA)
-    op.create_index("requests_tenant_created", "requests", ["tenant_id", "created_at"],
-                    schema=SCHEMA)
+    op.create_index(
+        "requests_tenant_created", "requests", ["tenant_id", "created_at"], schema=SCHEMA
+    )
     op.create_index("requests_model_created", "requests", ["model", "created_at"], schema=SCHEMA)
     op.create_table(
         "results",

