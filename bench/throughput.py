@@ -137,6 +137,7 @@ def main() -> None:
         flush=True,
     )
     offline = run_offline(model_path, questions, args.max_tokens)
+    print(f"[bench] (a) {offline['tok_s']:.1f} tok/s", flush=True)
 
     state = Path(tempfile.mkdtemp(prefix="llmbus-bench-"))
     settings = Settings(
