@@ -120,6 +120,7 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         {
             settings.requests_topic: settings.request_partitions,
             settings.replies_topic: settings.reply_partitions,
+            settings.dead_letter_topic: 1,
         },
     )
     engine = make_engine(settings, args.engine)
@@ -128,7 +129,8 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         WorkerConfig(
             bootstrap=settings.kafka_bootstrap,
             requests_topic=settings.requests_topic,
-            group_id=f"{settings.topic_prefix}-worker-{settings.model}",
+            dead_letter_topic=settings.dead_letter_topic,
+            group_id=settings.worker_group,
             worker_id=worker_id,
             served_model=settings.model,
             max_request_bytes=settings.max_request_bytes,

@@ -22,6 +22,9 @@ class WorkerMetrics:
             ["model", "code"],
             registry=registry,
         )
+        self.dead_letters = Counter(
+            "llmbus_dead_letters_total", "Poison records dead-lettered", registry=registry
+        )
         self.inflight = Gauge(
             "llmbus_requests_inflight", "Requests handed to the engine", registry=registry
         )

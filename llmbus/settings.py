@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         return requests_topic(self.topic_prefix, self.model)
 
     @property
+    def worker_group(self) -> str:
+        """All workers of one model share this consumer group."""
+        return f"{self.topic_prefix}-worker-{self.model}"
+
+    @property
     def replies_topic(self) -> str:
         return f"{self.topic_prefix}.replies"
 

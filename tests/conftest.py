@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -94,6 +96,35 @@ class Bus:
     settings: Settings
     stack: LocalStack
     tasks: list[tuple[Any, asyncio.Task[None]]]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def spawn_worker_process(
+        self, worker_id: str, *, step_s: float = 0.05, max_num_seqs: int = 64
+    ) -> subprocess.Popen[bytes]:
+        """A real ``llmbus worker`` process on the deterministic stand-in engine."""
+        env = {
+            **self.env(),
+            "LLMBUS_WORKER_ID": worker_id,
+            "LLMBUS_TEST_STEP_S": str(step_s),
+            "LLMBUS_MAX_NUM_SEQS": str(max_num_seqs),
+            "LLMBUS_COMMIT_INTERVAL_S": "0.2",
+            "LLMBUS_LOG_LEVEL": "WARNING",
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llmbus.cli",
+                "worker",
+                "--engine",
+                "tests.fakes.echo_engine:factory",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(proc)
+        return proc
 
     async def start_worker(self, engine: Engine, *, worker_id: str = "w1") -> Worker:
         s = self.settings
@@ -101,7 +132,8 @@ class Bus:
             WorkerConfig(
                 bootstrap=s.kafka_bootstrap,
                 requests_topic=s.requests_topic,
-                group_id=f"{s.topic_prefix}-workers",
+                dead_letter_topic=s.dead_letter_topic,
+                group_id=s.worker_group,
                 worker_id=worker_id,
                 served_model=s.model,
                 max_request_bytes=s.max_request_bytes,
@@ -165,6 +197,10 @@ async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
     )
     the_bus = Bus(settings, stack, [])
     yield the_bus
+    for proc in the_bus.processes:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
     for component, _ in the_bus.tasks:
         component.stop()
     for _, task in the_bus.tasks:

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from llmbus.bus import BusProducer, Record
+from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine, GenerationParams
+from llmbus.consumers.recent_finals import RecentFinals
 from llmbus.errors import (
     ContextLengthExceededError,
     DeadlineExceededError,
     EngineDeadError,
+    InvalidRequestError,
     LlmbusError,
     ModelNotFoundError,
     PayloadTooLargeError,
+    RequestCancelledError,
 )
 from llmbus.metrics import WorkerMetrics
 from llmbus.schemas import (
@@ -37,6 +44,8 @@ from llmbus.schemas.chat import AssistantMessage
 
 log = logging.getLogger(__name__)
 
+FinishReason = Literal["stop", "length", "abort"]
+
 
 @dataclass(frozen=True)
 class ProcessorConfig:
@@ -45,10 +54,19 @@ class ProcessorConfig:
     max_request_bytes: int
 
 
+@dataclass
+class _Generated:
+    text: str
+    completion_tokens: int
+    finish_reason: FinishReason
+    ttft_ms: float | None
+
+
 class RequestProcessor:
     """Decodes, validates, generates and replies. Never raises for a bad request: every
-    request ends with exactly one final (result or error) on its reply address, unless
-    the engine or the broker is gone (EngineDeadError / BrokerUnavailableError propagate).
+    request ends with exactly one final (result or error) on its reply address, and poison
+    goes to the dead-letter topic, unless the engine or the broker is gone
+    (EngineDeadError / BrokerUnavailableError propagate and the offset stays uncommitted).
     """
 
     def __init__(
@@ -57,45 +75,67 @@ class RequestProcessor:
         producer: BusProducer,
         config: ProcessorConfig,
         metrics: WorkerMetrics,
+        dead_letters: DeadLetters,
+        recent: RecentFinals,
     ) -> None:
         self._engine = engine
         self._producer = producer
         self._config = config
         self._metrics = metrics
+        self._dead_letters = dead_letters
+        self._recent = recent
 
-    async def process(self, record: Record) -> None:
+    async def decode(self, record: Record) -> ChatRequest | None:
+        """The request, or None after dead-lettering (and answering, if possible) poison."""
         try:
-            request = self._decode(record)
+            size = len(record.value or b"")
+            if size > self._config.max_request_bytes:
+                raise WireDecodeError(
+                    f"request of {size} bytes exceeds the {self._config.max_request_bytes} "
+                    "byte limit",
+                    code=PayloadTooLargeError.code.value,
+                )
+            return decode_request(record.value, record.headers)
         except WireDecodeError as exc:
-            reply_to, request_id = _salvage_reply_address(record.value)
+            reply_to, rid = _salvage_reply_address(record.value)
             log.warning(
-                "undecodable request at %s:%s: %s",
+                "poison record at %s:%s:%s: %s",
                 record.topic,
+                record.partition,
                 record.offset,
                 exc.reason,
-                extra={"request_id": request_id},
+                extra={"request_id": rid},
             )
-            self._metrics.failed.labels(self._config.served_model, exc.code).inc()
-            if reply_to is not None and request_id is not None:
-                await self._reply_error(reply_to, request_id, exc.code, exc.reason)
+            await self._poison(record, exc.code, exc.reason, reply_to, rid)
+            return None
+
+    async def process(self, record: Record, request: ChatRequest, cancel: asyncio.Event) -> None:
+        rid = request.request_id
+        replay = self._recent.get(rid)
+        if replay is not None:
+            # Answered before (a redelivery or a client retry): resend, never recompute.
+            log.info("resending stored final", extra={"request_id": rid})
+            await self._send(request.reply_to, *replay)
             return
         try:
-            await self._answer(request)
+            await self._answer(request, cancel)
         except EngineDeadError:
             raise
+        except InvalidRequestError as exc:
+            await self._poison(record, exc.code.value, str(exc), request.reply_to, rid)
         except LlmbusError as exc:
             self._metrics.failed.labels(self._config.served_model, exc.code.value).inc()
-            log.info("request failed: %s", exc, extra={"request_id": request.request_id})
-            await self._reply_error(request.reply_to, request.request_id, exc.code.value, str(exc))
+            log.info("request failed: %s", exc, extra={"request_id": rid})
+            await self._reply_error(request.reply_to, rid, exc.code.value, str(exc))
 
-    def _decode(self, record: Record) -> ChatRequest:
-        size = len(record.value or b"")
-        if size > self._config.max_request_bytes:
-            raise WireDecodeError(
-                f"request of {size} bytes exceeds the {self._config.max_request_bytes} limit",
-                code=PayloadTooLargeError.code.value,
-            )
-        return decode_request(record.value, record.headers)
+    async def _poison(
+        self, record: Record, code: str, reason: str, reply_to: ReplyTo | None, rid: str | None
+    ) -> None:
+        self._metrics.failed.labels(self._config.served_model, code).inc()
+        self._metrics.dead_letters.inc()
+        await self._dead_letters.publish(record, code, reason)
+        if reply_to is not None and rid is not None:
+            await self._reply_error(reply_to, rid, code, reason)
 
     def _params(self, request: ChatRequest, prompt_len: int) -> GenerationParams:
         body = request.body
@@ -113,9 +153,8 @@ class RequestProcessor:
             seed=body.seed,
         )
 
-    async def _answer(self, request: ChatRequest) -> None:
+    async def _answer(self, request: ChatRequest, cancel: asyncio.Event) -> None:
         cfg = self._config
-        rid = request.request_id
         if request.body.model != cfg.served_model:
             raise ModelNotFoundError(
                 f"model {request.body.model!r} is not served here (this worker serves "
@@ -124,76 +163,113 @@ class RequestProcessor:
         now = datetime.now(UTC)
         if request.deadline is not None and request.deadline <= now:
             raise DeadlineExceededError("deadline passed before the request reached the engine")
+        if cancel.is_set():
+            raise RequestCancelledError("cancelled before it reached the engine")
         prompt_ids = self._engine.encode_chat([m.model_dump() for m in request.body.messages])
         params = self._params(request, len(prompt_ids))
-        created = request.created_at
-        queue_ms = max(0.0, (now - created).total_seconds() * 1000)
-        start = time.monotonic()
-        ttft_ms: float | None = None
-        parts: list[str] = []
-        finish_reason: str | None = None
-        tokens = 0
-        seq = 0
+        queue_ms = max(0.0, (now - request.created_at).total_seconds() * 1000)
         self._metrics.queue_seconds.observe(queue_ms / 1000)
-        async for chunk in self._engine.generate(rid, prompt_ids, params):
-            if ttft_ms is None and chunk.completion_tokens > 0:
-                ttft_ms = queue_ms + (time.monotonic() - start) * 1000
-            tokens = chunk.completion_tokens
-            finish_reason = chunk.finish_reason or finish_reason
-            if chunk.text:
-                parts.append(chunk.text)
-                if request.stream:
-                    # Not awaited: deltas share the final's partition and producer, so the
-                    # final's acknowledgement below implies theirs.
-                    delta = StreamDelta(request_id=rid, seq=seq, content=chunk.text)
-                    value, headers = encode(delta)
-                    await self._producer.enqueue(
-                        request.reply_to.topic, value, headers, partition=request.reply_to.partition
-                    )
-                    seq += 1
+        start = time.monotonic()
+        out = await self._generate(request, prompt_ids, params, cancel, queue_ms, start)
         total_ms = queue_ms + (time.monotonic() - start) * 1000
         completion = ChatCompletion(
-            id=f"chatcmpl-{rid}",
+            id=f"chatcmpl-{request.request_id}",
             created=int(time.time()),
             model=cfg.served_model,
             choices=[
-                Choice(
-                    message=AssistantMessage(content="".join(parts)),
-                    finish_reason=_finish(finish_reason),
-                )
+                Choice(message=AssistantMessage(content=out.text), finish_reason=out.finish_reason)
             ],
             usage=Usage(
                 prompt_tokens=len(prompt_ids),
-                completion_tokens=tokens,
-                total_tokens=len(prompt_ids) + tokens,
+                completion_tokens=out.completion_tokens,
+                total_tokens=len(prompt_ids) + out.completion_tokens,
             ),
         )
         result = ChatResult(
-            request_id=rid,
+            request_id=request.request_id,
             completion=completion,
-            timings=Timings(queue_ms=queue_ms, ttft_ms=ttft_ms, total_ms=total_ms),
+            timings=Timings(queue_ms=queue_ms, ttft_ms=out.ttft_ms, total_ms=total_ms),
             worker_id=cfg.worker_id,
         )
         value, headers = encode(result)
-        await self._producer.send(
-            request.reply_to.topic, value, headers, partition=request.reply_to.partition
-        )
-        self._metrics.completed.labels(cfg.served_model).inc()
-        self._metrics.tokens_out.labels(cfg.served_model).inc(tokens)
-        self._metrics.tokens_in.labels(cfg.served_model).inc(len(prompt_ids))
-        self._metrics.latency_seconds.observe(total_ms / 1000)
-        if ttft_ms is not None:
-            self._metrics.ttft_seconds.observe(ttft_ms / 1000)
+        await self._send(request.reply_to, value, headers)
+        self._recent.put(request.request_id, value, headers)
+        m = self._metrics
+        m.completed.labels(cfg.served_model).inc()
+        m.tokens_out.labels(cfg.served_model).inc(out.completion_tokens)
+        m.tokens_in.labels(cfg.served_model).inc(len(prompt_ids))
+        m.latency_seconds.observe(total_ms / 1000)
+        if out.ttft_ms is not None:
+            m.ttft_seconds.observe(out.ttft_ms / 1000)
 
-    async def _reply_error(self, reply_to: ReplyTo, rid: str, code: str, message: str) -> None:
-        value, headers = encode(
-            ErrorReply(request_id=rid, code=code, message=message, worker_id=self._config.worker_id)
-        )
+    async def _generate(
+        self,
+        request: ChatRequest,
+        prompt_ids: list[int],
+        params: GenerationParams,
+        cancel: asyncio.Event,
+        queue_ms: float,
+        start: float,
+    ) -> _Generated:
+        """Stream from the engine until done, cancelled (abort) or past the deadline (abort)."""
+        rid = request.request_id
+        parts: list[str] = []
+        ttft_ms: float | None = None
+        tokens = 0
+        finish: str | None = None
+        seq = 0
+        loop = asyncio.get_running_loop()
+        when = None
+        if request.deadline is not None:
+            when = loop.time() + (request.deadline - datetime.now(UTC)).total_seconds()
+        watcher = asyncio.create_task(self._abort_when_set(cancel, rid))
+        try:
+            async with asyncio.timeout_at(when):
+                async for chunk in self._engine.generate(rid, prompt_ids, params):
+                    if ttft_ms is None and chunk.completion_tokens > 0:
+                        ttft_ms = queue_ms + (time.monotonic() - start) * 1000
+                    tokens = chunk.completion_tokens
+                    finish = chunk.finish_reason or finish
+                    if chunk.text:
+                        parts.append(chunk.text)
+                        if request.stream:
+                            # Not awaited: deltas share the final's partition and producer,
+                            # so the final's acknowledgement implies theirs.
+                            delta = StreamDelta(request_id=rid, seq=seq, content=chunk.text)
+                            await self._producer.enqueue(
+                                request.reply_to.topic,
+                                *encode(delta),
+                                partition=request.reply_to.partition,
+                            )
+                            seq += 1
+        except TimeoutError:
+            await self._engine.abort(rid)
+            raise DeadlineExceededError(
+                f"deadline passed during generation after {tokens} tokens; aborted"
+            ) from None
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if cancel.is_set():
+            raise RequestCancelledError(f"cancelled by the client after {tokens} tokens")
+        reason: FinishReason = finish if finish in ("stop", "length", "abort") else "stop"  # type: ignore[assignment]
+        return _Generated("".join(parts), tokens, reason, ttft_ms)
+
+    async def _abort_when_set(self, cancel: asyncio.Event, rid: str) -> None:
+        await cancel.wait()
+        await self._engine.abort(rid)
+
+    async def _send(
+        self, reply_to: ReplyTo, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         await self._producer.send(reply_to.topic, value, headers, partition=reply_to.partition)
 
-
-def _finish(reason: str | None) -> str:
-    return reason if reason in ("stop", "length", "abort") else "stop"
+    async def _reply_error(self, reply_to: ReplyTo, rid: str, code: str, message: str) -> None:
+        error = ErrorReply(
+            request_id=rid, code=code, message=message, worker_id=self._config.worker_id
+        )
+        await self._send(reply_to, *encode(error))
 
 
 def _salvage_reply_address(value: bytes | None) -> tuple[ReplyTo | None, str | None]:

@@ -14,11 +14,15 @@ import logging
 from dataclasses import dataclass
 
 from llmbus.bus import BusProducer, GroupConsumer, Record, TopicPartition
+from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.offsets import OffsetTracker
+from llmbus.consumers.recent_finals import RecentFinals
 from llmbus.consumers.request_processor import ProcessorConfig, RequestProcessor
 from llmbus.errors import BrokerUnavailableError, EngineDeadError, NotStartedError
 from llmbus.metrics import WorkerMetrics
+from llmbus.schemas import Kind
+from llmbus.schemas.wire import H_KIND, H_REQUEST_ID, header
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 class WorkerConfig:
     bootstrap: str
     requests_topic: str
+    dead_letter_topic: str
     group_id: str
     worker_id: str
     served_model: str
@@ -53,6 +58,10 @@ class Worker:
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
+        self._running: dict[str, asyncio.Event] = {}
+        """Cancel flag of each request id in flight: a duplicate id never reaches vLLM
+        twice (reusing a live id has crashed vLLM), and a cancel record finds its request."""
+        self._recent = RecentFinals()
         self._max_inflight = engine.max_num_seqs + max(4, engine.max_num_seqs // 4)
         self._producer = BusProducer(
             config.bootstrap,
@@ -83,6 +92,12 @@ class Worker:
                     self._config.max_request_bytes,
                 ),
                 self._metrics,
+                DeadLetters(
+                    self._producer,
+                    self._config.dead_letter_topic,
+                    max_bytes=self._config.max_request_bytes,
+                ),
+                self._recent,
             )
             committer = asyncio.create_task(self._commit_loop())
             try:
@@ -130,8 +145,25 @@ class Worker:
 
     def _spawn(self, record: Record) -> None:
         self._tracker.track(record.tp, record.offset)
+        rid = header(record.headers, H_REQUEST_ID)
+        if header(record.headers, H_KIND) == Kind.CANCEL.value:
+            flag = self._running.get(rid) if rid else None
+            if flag is not None:
+                log.info("cancelling", extra={"request_id": rid})
+                flag.set()
+            self._tracker.finish(record.tp, record.offset)
+            return
         self._metrics.received.labels(self._config.served_model).inc()
-        task = asyncio.create_task(self._handle(record))
+        if rid is not None and rid in self._running:
+            # Same id already in flight (redelivery overlapping its first run, or a client
+            # retry): the running one answers; this copy is done.
+            log.info("duplicate of an in-flight request skipped", extra={"request_id": rid})
+            self._tracker.finish(record.tp, record.offset)
+            return
+        cancel = asyncio.Event()
+        if rid is not None:
+            self._running[rid] = cancel
+        task = asyncio.create_task(self._handle(record, rid, cancel))
         self._tasks.add(task)
         self._metrics.inflight.set(len(self._tasks))
         task.add_done_callback(self._done)
@@ -141,11 +173,19 @@ class Worker:
         self._metrics.inflight.set(len(self._tasks))
         self._capacity.set()
 
-    async def _handle(self, record: Record) -> None:
+    async def _handle(self, record: Record, rid: str | None, cancel: asyncio.Event) -> None:
         if self._processor is None:
             raise NotStartedError("Worker not running")
         try:
-            await self._processor.process(record)
+            request = await self._processor.decode(record)
+            if request is not None and request.request_id != rid:
+                # The header disagreed with the body: the body's id is the one that counts.
+                if rid is not None:
+                    self._running.pop(rid, None)
+                rid = request.request_id
+                self._running.setdefault(rid, cancel)
+            if request is not None:
+                await self._processor.process(record, request, cancel)
         except EngineDeadError as exc:
             log.error("engine died; stopping without committing unfinished work")
             self._fatal = exc
@@ -159,6 +199,9 @@ class Worker:
         except Exception:
             log.exception("unexpected failure at %s:%s", record.topic, record.offset)
             return
+        finally:
+            if rid is not None and self._running.get(rid) is cancel:
+                del self._running[rid]
         self._tracker.finish(record.tp, record.offset)
 
     async def _drain(self) -> None:

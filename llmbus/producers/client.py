@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -14,6 +15,7 @@ from llmbus.bus import BusProducer, PartitionReader
 from llmbus.errors import NotStartedError, RemoteError, RequestTimeoutError
 from llmbus.producers.reply_router import Reply, ReplyRouter
 from llmbus.schemas import (
+    CancelRequest,
     ChatCompletionRequest,
     ChatMessage,
     ChatRequest,
@@ -151,9 +153,11 @@ class LlmbusClient:
     ) -> ChatResult:
         """Send one request; return its result or raise RemoteError / RequestTimeoutError."""
         request = self.build_request(messages, stream=False, **kwargs)
-        async for reply in self._exchange(request):
-            if isinstance(reply, ChatResult):
-                return reply
+        # aclosing: the subscription ends now, not whenever the generator is collected.
+        async with contextlib.aclosing(self._exchange(request)) as replies:
+            async for reply in replies:
+                if isinstance(reply, ChatResult):
+                    return reply
         raise AssertionError("unreachable: _exchange ends with a final")
 
     async def stream(
@@ -164,12 +168,25 @@ class LlmbusClient:
         async for reply in self._exchange(request):
             yield reply
 
+    async def cancel(
+        self, request_id: str, *, model: str | None = None, reason: str = "cancelled by the client"
+    ) -> None:
+        """Ask the worker holding ``request_id`` to stop it; its awaiting call then raises
+        RemoteError with code ``cancelled``. Queued requests are skipped, running ones
+        aborted in vLLM; a request that already finished is unaffected."""
+        value, headers = encode(CancelRequest(request_id=request_id, reason=reason))
+        topic = requests_topic(self._prefix, model or self._default_model)
+        # Same key as the request: same partition, so the cancel arrives after it.
+        await self._producer.send(topic, value, headers, key=request_id.encode())
+
     async def send(self, request: ChatRequest) -> AsyncIterator[StreamDelta | ChatResult]:
         """Send a prepared request (its reply_to must be this client's)."""
         async for reply in self._exchange(request):
             yield reply
 
-    async def _exchange(self, request: ChatRequest) -> AsyncIterator[StreamDelta | ChatResult]:
+    async def _exchange(
+        self, request: ChatRequest
+    ) -> AsyncGenerator[StreamDelta | ChatResult, None]:
         if self._router is None:
             raise NotStartedError("LlmbusClient used before start()")
         rid = request.request_id
@@ -197,7 +214,7 @@ class LlmbusClient:
                 if isinstance(reply, ChatResult):
                     return
         finally:
-            self._router.unsubscribe(rid)
+            self._router.unsubscribe(rid, queue)
 
     @staticmethod
     async def _next(queue: asyncio.Queue[Reply], remaining_s: float, rid: str) -> Reply:

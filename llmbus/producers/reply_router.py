@@ -48,8 +48,10 @@ class ReplyRouter:
         self._queues[request_id] = queue
         return queue
 
-    def unsubscribe(self, request_id: str) -> None:
-        self._queues.pop(request_id, None)
+    def unsubscribe(self, request_id: str, queue: asyncio.Queue[Reply]) -> None:
+        """Drop this subscription only: a newer one for the same id (a retry) stays."""
+        if self._queues.get(request_id) is queue:
+            del self._queues[request_id]
 
     async def _run(self) -> None:
         while True:

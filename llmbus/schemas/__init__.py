@@ -11,6 +11,7 @@ from llmbus.schemas.chat import (
     Usage,
 )
 from llmbus.schemas.envelope import (
+    CancelRequest,
     ChatRequest,
     ChatResult,
     ErrorReply,
@@ -33,6 +34,7 @@ from llmbus.schemas.wire import (
 __all__ = [
     "CONTENT_TYPE",
     "SCHEMA_VERSION",
+    "CancelRequest",
     "ChatCompletion",
     "ChatCompletionRequest",
     "ChatMessage",

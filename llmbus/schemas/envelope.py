@@ -57,6 +57,16 @@ class ChatRequest(BaseModel):
         return value
 
 
+class CancelRequest(BaseModel):
+    """Published on the request topic with the request's id as key, so it lands on the
+    same partition, behind the request, at the worker that holds it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN)
+    reason: str = Field(default="cancelled by the client", max_length=256)
+
+
 class StreamDelta(BaseModel):
     """A piece of generated text; ``seq`` lets the client detect gaps and duplicates."""
 

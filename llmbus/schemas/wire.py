@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ValidationError
 
-from llmbus.schemas.envelope import ChatRequest, ChatResult, ErrorReply, StreamDelta
+from llmbus.schemas.envelope import CancelRequest, ChatRequest, ChatResult, ErrorReply, StreamDelta
 
 CONTENT_TYPE = "application/json"
 SCHEMA_VERSION = 1
@@ -28,6 +28,7 @@ class Kind(StrEnum):
     DELTA = "delta"
     RESULT = "result"
     ERROR = "error"
+    CANCEL = "cancel"
 
     @property
     def is_final(self) -> bool:
@@ -39,10 +40,11 @@ _MODELS: dict[Kind, type[BaseModel]] = {
     Kind.DELTA: StreamDelta,
     Kind.RESULT: ChatResult,
     Kind.ERROR: ErrorReply,
+    Kind.CANCEL: CancelRequest,
 }
 _KIND_OF: dict[type[BaseModel], Kind] = {v: k for k, v in _MODELS.items()}
 
-Message = ChatRequest | StreamDelta | ChatResult | ErrorReply
+Message = ChatRequest | StreamDelta | ChatResult | ErrorReply | CancelRequest
 
 
 class WireDecodeError(ValueError):
