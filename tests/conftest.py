@@ -206,3 +206,37 @@ async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
     for _, task in the_bus.tasks:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, timeout=60)
+
+
+@pytest.fixture
+async def isolated_bus(stack_factory: StackFactory) -> AsyncIterator[Bus]:
+    """A bus on a stack of its own, for tests that stop Kafka or PostgreSQL."""
+    stack = await stack_factory()
+    settings = Settings(
+        kafka_bootstrap=stack.kafka.bootstrap,
+        topic_prefix="iso",
+        request_partitions=4,
+        reply_partitions=4,
+        request_timeout_s=180,
+        state_dir=stack.settings.state_dir,
+    )
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        {
+            settings.requests_topic: 4,
+            settings.replies_topic: 4,
+            settings.dead_letter_topic: 1,
+        },
+    )
+    the_bus = Bus(settings, stack, [])
+    yield the_bus
+    for component, _ in the_bus.tasks:
+        component.stop()
+    for _, task in the_bus.tasks:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=60)
+    for proc in the_bus.processes:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    stack.down(purge=True)

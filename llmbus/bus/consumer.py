@@ -160,8 +160,17 @@ class PartitionReader(_ConsumerBase):
     share one replies topic this way without a topic or a group each.
     """
 
-    def __init__(self, bootstrap: str, *, topic: str, partition: int, client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic: str,
+        partition: int,
+        client_id: str,
+        from_beginning: bool = False,
+    ) -> None:
         super().__init__()
+        self._from_beginning = from_beginning
         self._bootstrap = bootstrap
         self._tp = KafkaTP(topic, partition)
         self._client_id = client_id
@@ -179,7 +188,10 @@ class PartitionReader(_ConsumerBase):
         try:
             await consumer.start()
             consumer.assign([self._tp])
-            await consumer.seek_to_end(self._tp)
+            if self._from_beginning:
+                await consumer.seek_to_beginning(self._tp)
+            else:
+                await consumer.seek_to_end(self._tp)
             # Resolve the position now, so replies to requests sent after start() are
             # never skipped by a lazy seek that happens after they arrived.
             await consumer.position(self._tp)

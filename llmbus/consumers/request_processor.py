@@ -16,6 +16,7 @@ from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine, GenerationParams
 from llmbus.consumers.recent_finals import RecentFinals
 from llmbus.errors import (
+    BrokerUnavailableError,
     ContextLengthExceededError,
     DeadlineExceededError,
     EngineDeadError,
@@ -45,6 +46,10 @@ from llmbus.schemas.chat import AssistantMessage
 log = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "length", "abort"]
+
+_SEND_RETRY_S = 300.0
+"""How long a final is retried while Kafka is unreachable before the worker gives up on it
+(the offset then stays uncommitted and the request is redone by whoever owns it next)."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +268,22 @@ class RequestProcessor:
     async def _send(
         self, reply_to: ReplyTo, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
-        await self._producer.send(reply_to.topic, value, headers, partition=reply_to.partition)
+        """Publish a final, retrying while the broker is away (a restart takes seconds);
+        the idempotent producer keeps a retried final from being written twice."""
+        give_up = time.monotonic() + _SEND_RETRY_S
+        delay = 0.5
+        while True:
+            try:
+                await self._producer.send(
+                    reply_to.topic, value, headers, partition=reply_to.partition
+                )
+                return
+            except BrokerUnavailableError as exc:
+                if time.monotonic() > give_up:
+                    raise
+                log.warning("reply not delivered (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _reply_error(self, reply_to: ReplyTo, rid: str, code: str, message: str) -> None:
         error = ErrorReply(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from llmbus.bus import BusProducer, PartitionReader
+from llmbus.bus import BusProducer, PartitionReader, Record
 from llmbus.consumers.engine import Engine
 from llmbus.errors import RemoteError
 from llmbus.schemas import ErrorReply, ReplyTo, decode, encode
@@ -41,6 +41,20 @@ async def collect_finals(reader: PartitionReader, ids: set[str], timeout_s: floa
             if rid in ids:
                 finals[rid] = decode(record.value, record.headers)
     return finals
+
+
+async def read_dead_letters(bootstrap: str, topic: str, want: int) -> list[Record]:
+    out: list[Record] = []
+    async with PartitionReader(
+        bootstrap, topic=topic, partition=0, client_id="dlq", from_beginning=True
+    ) as reader:
+        for _ in range(40):  # up to ~20 s
+            out += await reader.getmany(timeout_ms=500)
+            if len(out) >= want:
+                await asyncio.sleep(1)  # and nothing more arrives
+                out += await reader.getmany(timeout_ms=500)
+                break
+    return out
 
 
 async def test_poison_gets_error_replies_and_valid_requests_still_answered(
@@ -108,6 +122,32 @@ async def test_poison_gets_error_replies_and_valid_requests_still_answered(
             await prod.send(s.requests_topic, value, headers, partition=0)
         want = {rid for rid, *_ in cases if rid != "no-address"}
         finals = await collect_finals(reader, want)
+
+        dead = await read_dead_letters(s.kafka_bootstrap, s.dead_letter_topic, want=7)
+
+    # A passed deadline is not poison: it gets its error reply but no dead letter.
+    poison = {rid: value for rid, value, _ in cases if rid not in ("ok-1", "expired")}
+    assert len(dead) == len(poison), "every poison record is dead-lettered, once"
+    by_source = {record.offset: record for record in dead}
+    assert len(by_source) == len(dead)
+    originals = {value for value in poison.values()}
+    for record in dead:
+        reason = header(record.headers, "llmbus-dlq-reason")
+        code = header(record.headers, "llmbus-dlq-code")
+        source = header(record.headers, "llmbus-dlq-source")
+        assert reason and code and source and source.startswith(s.requests_topic + ":0:")
+        truncated = header(record.headers, "llmbus-dlq-truncated-from")
+        if truncated is None:
+            assert record.value in originals, "original bytes are kept"
+        else:
+            assert code == "payload_too_large" and int(truncated) > s.max_request_bytes
+    assert {header(r.headers, "llmbus-dlq-code") for r in dead} >= {
+        "invalid_request",
+        "unsupported_schema_version",
+        "model_not_found",
+        "context_length_exceeded",
+        "payload_too_large",
+    }
 
     codes = {rid: getattr(f, "code", "ok") for rid, f in finals.items()}
     assert codes == {
