@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -99,9 +100,17 @@ class Bus:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def spawn_worker_process(
-        self, worker_id: str, *, step_s: float = 0.05, max_num_seqs: int = 64
+        self,
+        worker_id: str,
+        *,
+        step_s: float = 0.05,
+        max_num_seqs: int = 64,
+        extra_env: dict[str, str] | None = None,
+        engine: str | None = "tests.fakes.echo_engine:factory",
     ) -> subprocess.Popen[bytes]:
-        """A real ``llmbus worker`` process on the deterministic stand-in engine."""
+        """A real ``llmbus worker`` process on the deterministic stand-in engine (or, with
+        ``engine=None``, on real vLLM). Its own process group, so kill -9 reaches vLLM's
+        engine processes too."""
         env = {
             **self.env(),
             "LLMBUS_WORKER_ID": worker_id,
@@ -109,19 +118,17 @@ class Bus:
             "LLMBUS_MAX_NUM_SEQS": str(max_num_seqs),
             "LLMBUS_COMMIT_INTERVAL_S": "0.2",
             "LLMBUS_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
+        args = [sys.executable, "-m", "llmbus.cli", "worker"]
+        if engine:
+            args += ["--engine", engine]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llmbus.cli",
-                "worker",
-                "--engine",
-                "tests.fakes.echo_engine:factory",
-            ],
+            args,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes.append(proc)
         return proc
@@ -198,8 +205,8 @@ async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
     the_bus = Bus(settings, stack, [])
     yield the_bus
     for proc in the_bus.processes:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     for component, _ in the_bus.tasks:
         component.stop()
@@ -236,7 +243,7 @@ async def isolated_bus(stack_factory: StackFactory) -> AsyncIterator[Bus]:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, timeout=60)
     for proc in the_bus.processes:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     stack.down(purge=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import signal
 import time
 
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llmbus.bus import BusProducer, PartitionReader
+from llmbus.consumers.engine import Engine
 from llmbus.errors import RemoteError
 from llmbus.schemas import ChatResult, StreamDelta, encode
 from llmbus.schemas.wire import H_KIND, H_REQUEST_ID, header
@@ -150,7 +152,7 @@ async def test_kill_9_of_one_of_two_workers_loses_nothing(
             for rid in ids
         }
         # Kill once work is flowing on both workers.
-        while sum(t.done() for t in tasks.values()) < 60:
+        while sum(t.done() for t in tasks.values()) < 60:  # noqa: ASYNC110 - polls other tasks
             await asyncio.sleep(0.05)
         victim.kill()
         started = time.monotonic()
@@ -189,3 +191,75 @@ async def test_kill_9_of_one_of_two_workers_loses_nothing(
     assert lost == 0
     assert surfaced_dupes == 0
     assert len(audit) == n and {c for _, c in audit} == {1}
+
+
+async def test_engine_death_stops_worker_without_committing_unfinished(bus: Bus) -> None:
+    # Its engine dies when the 12th request starts: the probe and d0..d9 are under way.
+    dying = bus.spawn_worker_process("dying", step_s=0.1, extra_env={"LLMBUS_TEST_DIE_AFTER": "11"})
+    ids = [f"d{i}" for i in range(10)]
+    async with bus.client(timeout_s=120) as client:
+        await client.chat("probe")
+        tasks = [asyncio.ensure_future(client.chat(LONG, request_id=r)) for r in ids]
+        await asyncio.sleep(0.3)
+        last = asyncio.ensure_future(client.chat("x", request_id="the-12th"))
+        code = await asyncio.to_thread(dying.wait, 60)
+        assert code == 3, "engine death exits non-zero"
+        assert not any(t.done() for t in tasks), "unfinished work was not answered"
+        # Another worker takes the uncommitted requests over and answers them.
+        engine = EchoEngine(step_s=0.01)
+        await bus.start_worker(engine, worker_id="heir")
+        results = await asyncio.gather(*tasks, last)
+    assert sorted(r.request_id for r in results) == sorted([*ids, "the-12th"])
+    assert set(ids) <= set(engine.seen)
+
+
+async def test_kill_9_of_a_real_vllm_worker_loses_nothing(
+    bus: Bus, engine: Engine, analyst_db: AsyncEngine
+) -> None:
+    """The crash test on the real engine: a vLLM worker process dies mid-stream; a
+    worker on the session's vLLM engine then takes the group's partitions over."""
+    await bus.start_auditor()
+    victim = bus.spawn_worker_process(
+        "vllm-victim", engine=None, extra_env={"LLMBUS_LOG_LEVEL": "INFO"}
+    )
+    assert victim.stdout is not None
+    while b"serving" not in await asyncio.to_thread(victim.stdout.readline):
+        assert victim.poll() is None, "the vLLM worker process failed to start"
+    n = 60
+    ids = [f"v{i}" for i in range(n)]
+    async with bus.client(timeout_s=300) as client:
+        tasks = [
+            asyncio.ensure_future(client.chat(f"Count to {i}.", max_tokens=48, request_id=rid))
+            for i, rid in enumerate(ids)
+        ]
+        by_victim = 0
+        while by_victim < 3:
+            by_victim = sum(1 for t in tasks if t.done() and not t.exception())
+            await asyncio.sleep(0.05)
+        os.killpg(victim.pid, signal.SIGKILL)
+        assert by_victim < n, "the victim still had work in flight when killed"
+        await bus.start_worker(engine, worker_id="survivor")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    answered = [r for r in results if isinstance(r, ChatResult)]
+    lost = n - len({r.request_id for r in answered})
+    dupes = len(answered) - len({r.request_id for r in answered})
+    async with analyst_db.connect() as conn:
+        for _ in range(100):
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT request_id, count(*) FROM results WHERE request_id = ANY(:ids) "
+                        "GROUP BY request_id"
+                    ),
+                    {"ids": ids},
+                )
+            ).all()
+            if len(rows) == n:
+                break
+            await asyncio.sleep(0.2)
+    print(
+        f"\n[kill -9 vLLM worker] sent={n} answered={len(answered)} lost={lost} "
+        f"duplicates={dupes} by_victim_before_kill={by_victim} audit_rows={len(rows)}"
+    )
+    assert lost == 0 and dupes == 0
+    assert len(rows) == n and {r[1] for r in rows} == {1}

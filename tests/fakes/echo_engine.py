@@ -12,12 +12,17 @@ import os
 from collections.abc import AsyncIterator, Sequence
 
 from llmbus.consumers.engine import Chunk, GenerationParams
-from llmbus.errors import EngineRequestError
+from llmbus.errors import EngineDeadError, EngineRequestError
 from llmbus.settings import Settings
 
 
 class EchoEngine:
-    def __init__(self, *, max_num_seqs: int = 64, step_s: float = 0.05) -> None:
+    def __init__(
+        self, *, max_num_seqs: int = 64, step_s: float = 0.05, die_after: int | None = None
+    ) -> None:
+        self._die_after = die_after
+        """Die (EngineDeadError) once this many requests have started: a crash of the
+        engine itself, not of one request."""
         self._max_num_seqs = max_num_seqs
         self._step_s = step_s
         self._aborted: set[str] = set()
@@ -45,8 +50,12 @@ class EchoEngine:
         self, request_id: str, prompt_token_ids: list[int], params: GenerationParams
     ) -> AsyncIterator[Chunk]:
         self.seen.append(request_id)
+        if self._die_after is not None and len(self.seen) > self._die_after:
+            await asyncio.sleep(self._step_s * 3)  # others are mid-generation by now
+            raise EngineDeadError("stand-in engine died")
         if params.stop and "FAIL" in params.stop:
             raise EngineRequestError("stand-in engine was told to fail this request")
+
         words = ["echo:"] + [f"w{n}" for n in prompt_token_ids]
         words = words[: params.max_tokens]
         for i, word in enumerate(words):
@@ -66,4 +75,7 @@ def factory(settings: Settings) -> EchoEngine:
     return EchoEngine(
         max_num_seqs=settings.max_num_seqs,
         step_s=float(os.environ.get("LLMBUS_TEST_STEP_S", "0.05")),
+        die_after=int(os.environ["LLMBUS_TEST_DIE_AFTER"])
+        if "LLMBUS_TEST_DIE_AFTER" in os.environ
+        else None,
     )
