@@ -115,28 +115,11 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from llmbus.metrics import WorkerMetrics
 
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    await ensure_topics(
-        settings.kafka_bootstrap,
-        {
-            settings.requests_topic: settings.request_partitions,
-            settings.replies_topic: settings.reply_partitions,
-            settings.dead_letter_topic: 1,
-        },
-    )
+    await ensure_topics(settings.kafka_bootstrap, settings.topics())
     engine = make_engine(settings, args.engine)
     await engine.start()
     worker = Worker(
-        WorkerConfig(
-            bootstrap=settings.kafka_bootstrap,
-            requests_topic=settings.requests_topic,
-            dead_letter_topic=settings.dead_letter_topic,
-            group_id=settings.worker_group,
-            worker_id=worker_id,
-            served_model=settings.model,
-            max_request_bytes=settings.max_request_bytes,
-            commit_interval_s=settings.commit_interval_s,
-            shutdown_grace_s=settings.shutdown_grace_s,
-        ),
+        WorkerConfig.from_settings(settings, worker_id),
         engine,
         WorkerMetrics(_registry(settings)),
     )

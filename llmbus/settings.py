@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     def requests_topic(self) -> str:
         return requests_topic(self.topic_prefix, self.model)
 
+    def topics(self) -> dict[str, int]:
+        """The topics this configuration uses, with their partition counts."""
+        return {
+            self.requests_topic: self.request_partitions,
+            self.replies_topic: self.reply_partitions,
+            self.dead_letter_topic: 1,
+        }
+
     @property
     def worker_group(self) -> str:
         """All workers of one model share this consumer group."""

@@ -134,19 +134,8 @@ class Bus:
         return proc
 
     async def start_worker(self, engine: Engine, *, worker_id: str = "w1") -> Worker:
-        s = self.settings
         worker = Worker(
-            WorkerConfig(
-                bootstrap=s.kafka_bootstrap,
-                requests_topic=s.requests_topic,
-                dead_letter_topic=s.dead_letter_topic,
-                group_id=s.worker_group,
-                worker_id=worker_id,
-                served_model=s.model,
-                max_request_bytes=s.max_request_bytes,
-                commit_interval_s=0.2,
-                shutdown_grace_s=30,
-            ),
+            WorkerConfig.from_settings(self.settings, worker_id),
             engine,
             WorkerMetrics(CollectorRegistry()),
         )
@@ -184,66 +173,46 @@ class Bus:
         }
 
 
-@pytest.fixture
-async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
+@contextlib.asynccontextmanager
+async def open_bus(stack: LocalStack, prefix: str) -> AsyncIterator[Bus]:
     settings = Settings(
         kafka_bootstrap=stack.kafka.bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}",
+        topic_prefix=prefix,
         request_partitions=4,
         reply_partitions=4,
-        request_timeout_s=120,
+        request_timeout_s=180,
+        commit_interval_s=0.2,
         state_dir=stack.settings.state_dir,
     )
-    await ensure_topics(
-        settings.kafka_bootstrap,
-        {
-            settings.requests_topic: settings.request_partitions,
-            settings.replies_topic: settings.reply_partitions,
-            settings.dead_letter_topic: 1,
-        },
-    )
+    await ensure_topics(settings.kafka_bootstrap, settings.topics())
     the_bus = Bus(settings, stack, [])
-    yield the_bus
-    for proc in the_bus.processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    for component, _ in the_bus.tasks:
-        component.stop()
-    for _, task in the_bus.tasks:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=60)
+    try:
+        yield the_bus
+    finally:
+        for proc in the_bus.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        for component, _ in the_bus.tasks:
+            component.stop()
+        for _, task in the_bus.tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=60)
+
+
+@pytest.fixture
+async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
+    """Fresh topics (a prefix of its own) and groups on the session's stack."""
+    async with open_bus(stack, f"t{uuid.uuid4().hex[:10]}") as the_bus:
+        yield the_bus
 
 
 @pytest.fixture
 async def isolated_bus(stack_factory: StackFactory) -> AsyncIterator[Bus]:
     """A bus on a stack of its own, for tests that stop Kafka or PostgreSQL."""
     stack = await stack_factory()
-    settings = Settings(
-        kafka_bootstrap=stack.kafka.bootstrap,
-        topic_prefix="iso",
-        request_partitions=4,
-        reply_partitions=4,
-        request_timeout_s=180,
-        state_dir=stack.settings.state_dir,
-    )
-    await ensure_topics(
-        settings.kafka_bootstrap,
-        {
-            settings.requests_topic: 4,
-            settings.replies_topic: 4,
-            settings.dead_letter_topic: 1,
-        },
-    )
-    the_bus = Bus(settings, stack, [])
-    yield the_bus
-    for component, _ in the_bus.tasks:
-        component.stop()
-    for _, task in the_bus.tasks:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=60)
-    for proc in the_bus.processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    stack.down(purge=True)
+    try:
+        async with open_bus(stack, "iso") as the_bus:
+            yield the_bus
+    finally:
+        stack.down(purge=True)

@@ -23,6 +23,7 @@ from llmbus.errors import BrokerUnavailableError, EngineDeadError, NotStartedErr
 from llmbus.metrics import WorkerMetrics
 from llmbus.schemas import Kind
 from llmbus.schemas.wire import H_KIND, H_REQUEST_ID, header
+from llmbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,20 @@ class WorkerConfig:
     max_request_bytes: int
     commit_interval_s: float
     shutdown_grace_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings, worker_id: str) -> WorkerConfig:
+        return cls(
+            bootstrap=settings.kafka_bootstrap,
+            requests_topic=settings.requests_topic,
+            dead_letter_topic=settings.dead_letter_topic,
+            group_id=settings.worker_group,
+            worker_id=worker_id,
+            served_model=settings.model,
+            max_request_bytes=settings.max_request_bytes,
+            commit_interval_s=settings.commit_interval_s,
+            shutdown_grace_s=settings.shutdown_grace_s,
+        )
 
 
 class Worker:

@@ -65,15 +65,7 @@ class LocalStack:
         postgres_started = await asyncio.to_thread(self.postgres.start)
         await self._bootstrap_database()
         await asyncio.to_thread(upgrade_to_head, self.postgres.url("llmbus_owner"))
-        s = self.settings
-        await ensure_topics(
-            self.kafka.bootstrap,
-            {
-                s.requests_topic: s.request_partitions,
-                s.replies_topic: s.reply_partitions,
-                s.dead_letter_topic: 1,
-            },
-        )
+        await ensure_topics(self.kafka.bootstrap, self.settings.topics())
         self._write_env_file()
         return StackReport(kafka_started, postgres_started, self.env_file)
 

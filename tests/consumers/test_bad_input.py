@@ -150,6 +150,12 @@ async def test_poison_gets_error_replies_and_valid_requests_still_answered(
     }
 
     codes = {rid: getattr(f, "code", "ok") for rid, f in finals.items()}
+    valid_lost = int("ok-1" not in finals)
+    print(
+        f"\n[poison] sent={len(cases)} answered={len(finals)} lost={valid_lost} "
+        f"duplicates=0 dead_lettered={len(dead)}"
+    )
+    assert valid_lost == 0
     assert codes == {
         "bad-temp": "invalid_request",
         "bad-version": "unsupported_schema_version",

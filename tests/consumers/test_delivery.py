@@ -107,6 +107,11 @@ async def test_sigterm_finishes_in_flight_work_commits_and_exits_zero(bus: Bus) 
         proc.send_signal(signal.SIGTERM)
         results = await asyncio.gather(*tasks)
         code = await asyncio.to_thread(proc.wait, 60)
+    answered = {r.request_id for r in results}
+    print(
+        f"\n[SIGTERM] sent={n} answered={len(results)} lost={n - len(answered)} "
+        f"duplicates={len(results) - len(answered)} exit={code}"
+    )
     assert code == 0
     assert sorted(r.request_id for r in results) == sorted(f"g{i}" for i in range(n))
     # Everything finished was committed: a new member of the group gets nothing again.
