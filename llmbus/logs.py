@@ -32,3 +32,5 @@ def configure(level: str) -> None:
     root.setLevel(level)
     # aiokafka logs every reconnect attempt at ERROR; ours already say what matters.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # Alembic narrates every plugin it loads; migrations that run are logged at WARNING+.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
