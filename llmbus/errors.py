@@ -76,6 +76,11 @@ class RequestCancelledError(LlmbusError):
     code = ErrorCode.CANCELLED
 
 
+class HandedBackError(LlmbusError):
+    """The request's partition moved to another worker mid-generation: it was aborted here
+    without a reply and is redone by the new owner."""
+
+
 class EngineRequestError(LlmbusError):
     """The engine failed on this one request; the engine itself is still healthy."""
 

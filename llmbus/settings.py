@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     commit traffic; 0.5 s keeps redelivery small without a commit per request."""
     shutdown_grace_s: float = 30.0
     """On SIGTERM, how long in-flight requests may finish before the worker gives up."""
+    answered_lookback_s: float = 600.0
+    """How far back a worker reads the answered log when it is assigned a partition: must
+    exceed the longest time a request can be in flight (queue + generation)."""
     kv_cache_gib: int = 2
     """KV cache for vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE); ignored on GPU."""
 
@@ -86,6 +89,7 @@ class Settings(BaseSettings):
             self.requests_topic: self.request_partitions,
             self.replies_topic: self.reply_partitions,
             self.dead_letter_topic: 1,
+            self.answered_topic: self.request_partitions,
         }
 
     @property
@@ -96,6 +100,12 @@ class Settings(BaseSettings):
     @property
     def replies_topic(self) -> str:
         return f"{self.topic_prefix}.replies"
+
+    @property
+    def answered_topic(self) -> str:
+        """Co-partitioned with the request topic (see consumers/answered_log.py)."""
+        safe = self.requests_topic.rsplit(".requests.", 1)[1]
+        return f"{self.topic_prefix}.answered.{safe}"
 
     @property
     def dead_letter_topic(self) -> str:

@@ -5,7 +5,7 @@ the rest of llmbus plain ``Record`` objects, so nothing above it knows the clien
 """
 
 from llmbus.bus.admin import ensure_topics
-from llmbus.bus.consumer import GroupConsumer, PartitionReader, RebalanceHandler
+from llmbus.bus.consumer import GroupConsumer, PartitionReader, RebalanceHandler, read_since
 from llmbus.bus.producer import BusProducer
 from llmbus.bus.record import Record, TopicPartition
 
@@ -17,4 +17,5 @@ __all__ = [
     "Record",
     "TopicPartition",
     "ensure_topics",
+    "read_since",
 ]

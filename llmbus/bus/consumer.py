@@ -117,18 +117,28 @@ class GroupConsumer(_ConsumerBase):
         )
         try:
             await consumer.start()
+            # Set before subscribing: rebalance listeners may call back into this object.
+            self._consumer = consumer
             if self._pattern:
                 consumer.subscribe(pattern=self._pattern, listener=self._listener)
             else:
                 consumer.subscribe(self._topics, listener=self._listener)
         except KafkaError as exc:
+            self._consumer = None
             await consumer.stop()
             raise BrokerUnavailableError(f"cannot join group {self._group_id}") from exc
-        self._consumer = consumer
 
     async def __aenter__(self) -> Self:
         await self.start()
         return self
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset for ``tp`` (None if it never committed)."""
+        try:
+            offset: int | None = await self._started().committed(KafkaTP(*tp))
+        except KafkaError as exc:
+            raise BrokerUnavailableError(f"cannot read committed offset of {tp}") from exc
+        return offset
 
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self._started().assignment()}
@@ -203,3 +213,34 @@ class PartitionReader(_ConsumerBase):
     async def __aenter__(self) -> Self:
         await self.start()
         return self
+
+
+async def read_since(
+    bootstrap: str, tp: TopicPartition, since_ms: int, *, client_id: str
+) -> list[Record]:
+    """Every record of ``tp`` written at or after ``since_ms`` up to the current end."""
+    ktp = KafkaTP(*tp)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+    )
+    out: list[Record] = []
+    try:
+        await consumer.start()
+        consumer.assign([ktp])
+        end = (await consumer.end_offsets([ktp]))[ktp]
+        found = (await consumer.offsets_for_times({ktp: since_ms}))[ktp]
+        if found is None:
+            return out  # nothing written since then
+        consumer.seek(ktp, found.offset)
+        while await consumer.position(ktp) < end:
+            # 1 s per fetch round: the data is there already; this only bounds a stall.
+            batches = await consumer.getmany(ktp, timeout_ms=1000)
+            out += [_to_record(m) for m in batches.get(ktp, [])]
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"cannot read {tp}: {exc}") from exc
+    finally:
+        await consumer.stop()
+    return [r for r in out if r.offset < end]

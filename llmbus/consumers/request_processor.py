@@ -12,19 +12,20 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from llmbus.bus import BusProducer, Record
+from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine, GenerationParams
-from llmbus.consumers.recent_finals import RecentFinals
+from llmbus.consumers.request_control import RequestControl
 from llmbus.errors import (
     BrokerUnavailableError,
     ContextLengthExceededError,
     DeadlineExceededError,
     EngineDeadError,
+    HandedBackError,
     InvalidRequestError,
     LlmbusError,
     ModelNotFoundError,
     PayloadTooLargeError,
-    RequestCancelledError,
 )
 from llmbus.metrics import WorkerMetrics
 from llmbus.schemas import (
@@ -81,14 +82,14 @@ class RequestProcessor:
         config: ProcessorConfig,
         metrics: WorkerMetrics,
         dead_letters: DeadLetters,
-        recent: RecentFinals,
+        answered: AnsweredLog,
     ) -> None:
         self._engine = engine
         self._producer = producer
         self._config = config
         self._metrics = metrics
         self._dead_letters = dead_letters
-        self._recent = recent
+        self._answered = answered
 
     async def decode(self, record: Record) -> ChatRequest | None:
         """The request, or None after dead-lettering (and answering, if possible) poison."""
@@ -114,24 +115,37 @@ class RequestProcessor:
             await self._poison(record, exc.code, exc.reason, reply_to, rid)
             return None
 
-    async def process(self, record: Record, request: ChatRequest, cancel: asyncio.Event) -> None:
+    async def process(self, record: Record, request: ChatRequest, control: RequestControl) -> None:
+        """Answer ``request``. Raises HandedBackError (no reply sent) when its partition was
+        revoked mid-generation, EngineDeadError when the engine is gone."""
         rid = request.request_id
-        replay = self._recent.get(rid)
+        replay = self._answered.get(rid)
         if replay is not None:
             # Answered before (a redelivery or a client retry): resend, never recompute.
             log.info("resending stored final", extra={"request_id": rid})
             await self._send(request.reply_to, *replay)
             return
         try:
-            await self._answer(request, cancel)
-        except EngineDeadError:
+            value, headers = await self._answer(request, control)
+        except (EngineDeadError, HandedBackError):
             raise
         except InvalidRequestError as exc:
             await self._poison(record, exc.code.value, str(exc), request.reply_to, rid)
+            return
         except LlmbusError as exc:
             self._metrics.failed.labels(self._config.served_model, exc.code.value).inc()
             log.info("request failed: %s", exc, extra={"request_id": rid})
-            await self._reply_error(request.reply_to, rid, exc.code.value, str(exc))
+            error = ErrorReply(
+                request_id=rid,
+                code=exc.code.value,
+                message=str(exc),
+                worker_id=self._config.worker_id,
+            )
+            value, headers = encode(error)
+        # Answered log first: a crash between the two sends leaves a final the next owner
+        # resends from the log, never one that was sent but is unknown to the group.
+        await self._answered.record(record, rid, value, headers)
+        await self._send(request.reply_to, value, headers)
 
     async def _poison(
         self, record: Record, code: str, reason: str, reply_to: ReplyTo | None, rid: str | None
@@ -158,7 +172,9 @@ class RequestProcessor:
             seed=body.seed,
         )
 
-    async def _answer(self, request: ChatRequest, cancel: asyncio.Event) -> None:
+    async def _answer(
+        self, request: ChatRequest, control: RequestControl
+    ) -> tuple[bytes, list[tuple[str, bytes]]]:
         cfg = self._config
         if request.body.model != cfg.served_model:
             raise ModelNotFoundError(
@@ -168,14 +184,13 @@ class RequestProcessor:
         now = datetime.now(UTC)
         if request.deadline is not None and request.deadline <= now:
             raise DeadlineExceededError("deadline passed before the request reached the engine")
-        if cancel.is_set():
-            raise RequestCancelledError("cancelled before it reached the engine")
+        control.raise_if_stopped("before it reached the engine")
         prompt_ids = self._engine.encode_chat([m.model_dump() for m in request.body.messages])
         params = self._params(request, len(prompt_ids))
         queue_ms = max(0.0, (now - request.created_at).total_seconds() * 1000)
         self._metrics.queue_seconds.observe(queue_ms / 1000)
         start = time.monotonic()
-        out = await self._generate(request, prompt_ids, params, cancel, queue_ms, start)
+        out = await self._generate(request, prompt_ids, params, control, queue_ms, start)
         total_ms = queue_ms + (time.monotonic() - start) * 1000
         completion = ChatCompletion(
             id=f"chatcmpl-{request.request_id}",
@@ -197,8 +212,6 @@ class RequestProcessor:
             worker_id=cfg.worker_id,
         )
         value, headers = encode(result)
-        await self._send(request.reply_to, value, headers)
-        self._recent.put(request.request_id, value, headers)
         m = self._metrics
         m.completed.labels(cfg.served_model).inc()
         m.tokens_out.labels(cfg.served_model).inc(out.completion_tokens)
@@ -206,13 +219,14 @@ class RequestProcessor:
         m.latency_seconds.observe(total_ms / 1000)
         if out.ttft_ms is not None:
             m.ttft_seconds.observe(out.ttft_ms / 1000)
+        return value, headers
 
     async def _generate(
         self,
         request: ChatRequest,
         prompt_ids: list[int],
         params: GenerationParams,
-        cancel: asyncio.Event,
+        control: RequestControl,
         queue_ms: float,
         start: float,
     ) -> _Generated:
@@ -227,7 +241,7 @@ class RequestProcessor:
         when = None
         if request.deadline is not None:
             when = loop.time() + (request.deadline - datetime.now(UTC)).total_seconds()
-        watcher = asyncio.create_task(self._abort_when_set(cancel, rid))
+        watcher = asyncio.create_task(self._abort_when_set(control.stop, rid))
         try:
             async with asyncio.timeout_at(when):
                 async for chunk in self._engine.generate(rid, prompt_ids, params):
@@ -256,13 +270,12 @@ class RequestProcessor:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        if cancel.is_set():
-            raise RequestCancelledError(f"cancelled by the client after {tokens} tokens")
+        control.raise_if_stopped(f"after {tokens} tokens")
         reason: FinishReason = finish if finish in ("stop", "length", "abort") else "stop"  # type: ignore[assignment]
         return _Generated("".join(parts), tokens, reason, ttft_ms)
 
-    async def _abort_when_set(self, cancel: asyncio.Event, rid: str) -> None:
-        await cancel.wait()
+    async def _abort_when_set(self, stop: asyncio.Event, rid: str) -> None:
+        await stop.wait()
         await self._engine.abort(rid)
 
     async def _send(

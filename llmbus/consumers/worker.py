@@ -14,12 +14,20 @@ import logging
 from dataclasses import dataclass
 
 from llmbus.bus import BusProducer, GroupConsumer, Record, TopicPartition
+from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.offsets import OffsetTracker
 from llmbus.consumers.recent_finals import RecentFinals
+from llmbus.consumers.request_control import RequestControl
 from llmbus.consumers.request_processor import ProcessorConfig, RequestProcessor
-from llmbus.errors import BrokerUnavailableError, EngineDeadError, NotStartedError
+from llmbus.errors import (
+    BrokerUnavailableError,
+    EngineDeadError,
+    HandedBackError,
+    LlmbusError,
+    NotStartedError,
+)
 from llmbus.metrics import WorkerMetrics
 from llmbus.schemas import Kind
 from llmbus.schemas.wire import H_KIND, H_REQUEST_ID, header
@@ -27,12 +35,18 @@ from llmbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_HANDBACK_WAIT_S = 10.0
+"""How long a revocation waits for handed-back requests to stop (an abort takes one
+engine step); bounded so a stuck send cannot hold up the group's rebalance forever."""
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
     bootstrap: str
     requests_topic: str
     dead_letter_topic: str
+    answered_topic: str
+    answered_lookback_s: float
     group_id: str
     worker_id: str
     served_model: str
@@ -46,6 +60,8 @@ class WorkerConfig:
             bootstrap=settings.kafka_bootstrap,
             requests_topic=settings.requests_topic,
             dead_letter_topic=settings.dead_letter_topic,
+            answered_topic=settings.answered_topic,
+            answered_lookback_s=settings.answered_lookback_s,
             group_id=settings.worker_group,
             worker_id=worker_id,
             served_model=settings.model,
@@ -73,10 +89,9 @@ class Worker:
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
-        self._running: dict[str, asyncio.Event] = {}
-        """Cancel flag of each request id in flight: a duplicate id never reaches vLLM
-        twice (reusing a live id has crashed vLLM), and a cancel record finds its request."""
-        self._recent = RecentFinals()
+        self._running: dict[str, RequestControl] = {}
+        """Each request id in flight: a duplicate id never reaches vLLM twice (reusing a
+        live id has crashed vLLM), and a cancel record or a revocation finds its request."""
         self._max_inflight = engine.max_num_seqs + max(4, engine.max_num_seqs // 4)
         self._producer = BusProducer(
             config.bootstrap,
@@ -90,6 +105,15 @@ class Worker:
             client_id=f"worker-{config.worker_id}",
             max_partition_fetch_bytes=config.max_request_bytes + 64 * 1024,
             on_revoked=self._on_revoked,
+        )
+        self._answers_loaded: set[TopicPartition] = set()
+        self._load_locks: dict[TopicPartition, asyncio.Lock] = {}
+        self._answered = AnsweredLog(
+            self._producer,
+            bootstrap=config.bootstrap,
+            topic=config.answered_topic,
+            recent=RecentFinals(),
+            lookback_s=config.answered_lookback_s,
         )
         self._processor: RequestProcessor | None = None
 
@@ -112,7 +136,7 @@ class Worker:
                     self._config.dead_letter_topic,
                     max_bytes=self._config.max_request_bytes,
                 ),
-                self._recent,
+                self._answered,
             )
             committer = asyncio.create_task(self._commit_loop())
             try:
@@ -162,10 +186,10 @@ class Worker:
         self._tracker.track(record.tp, record.offset)
         rid = header(record.headers, H_REQUEST_ID)
         if header(record.headers, H_KIND) == Kind.CANCEL.value:
-            flag = self._running.get(rid) if rid else None
-            if flag is not None:
+            control = self._running.get(rid) if rid else None
+            if control is not None:
                 log.info("cancelling", extra={"request_id": rid})
-                flag.set()
+                control.cancel()
             self._tracker.finish(record.tp, record.offset)
             return
         self._metrics.received.labels(self._config.served_model).inc()
@@ -175,10 +199,11 @@ class Worker:
             log.info("duplicate of an in-flight request skipped", extra={"request_id": rid})
             self._tracker.finish(record.tp, record.offset)
             return
-        cancel = asyncio.Event()
+        control = RequestControl(record.tp)
         if rid is not None:
-            self._running[rid] = cancel
-        task = asyncio.create_task(self._handle(record, rid, cancel))
+            self._running[rid] = control
+        task = asyncio.create_task(self._handle(record, rid, control))
+        control.task = task
         self._tasks.add(task)
         self._metrics.inflight.set(len(self._tasks))
         task.add_done_callback(self._done)
@@ -188,7 +213,7 @@ class Worker:
         self._metrics.inflight.set(len(self._tasks))
         self._capacity.set()
 
-    async def _handle(self, record: Record, rid: str | None, cancel: asyncio.Event) -> None:
+    async def _handle(self, record: Record, rid: str | None, control: RequestControl) -> None:
         if self._processor is None:
             raise NotStartedError("Worker not running")
         try:
@@ -198,13 +223,17 @@ class Worker:
                 if rid is not None:
                     self._running.pop(rid, None)
                 rid = request.request_id
-                self._running.setdefault(rid, cancel)
+                self._running.setdefault(rid, control)
             if request is not None:
-                await self._processor.process(record, request, cancel)
+                await self._ensure_answered_loaded(record.tp)
+                await self._processor.process(record, request, control)
         except EngineDeadError as exc:
             log.error("engine died; stopping without committing unfinished work")
             self._fatal = exc
             self.stop()
+            return
+        except HandedBackError:
+            log.info("handed back to the partition's new owner", extra={"request_id": rid})
             return
         except BrokerUnavailableError as exc:
             # The final could not be acknowledged: leave the offset uncommitted so the
@@ -215,7 +244,7 @@ class Worker:
             log.exception("unexpected failure at %s:%s", record.topic, record.offset)
             return
         finally:
-            if rid is not None and self._running.get(rid) is cancel:
+            if rid is not None and self._running.get(rid) is control:
                 del self._running[rid]
         self._tracker.finish(record.tp, record.offset)
 
@@ -246,10 +275,44 @@ class Worker:
             self._tracker.mark_committed(offsets)
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Commit what is finished before the partitions move; unfinished requests on
-        # them will be redone by the new owner (their replies are deduplicated by id).
+        # Unfinished requests of revoked partitions are handed back: aborted here without
+        # a reply, redone by the new owner. What is finished is committed before they move.
+        handed = [c for c in self._running.values() if c.tp in revoked]
+        for control in handed:
+            control.hand_back()
+        tasks = [c.task for c in handed if c.task is not None]
+        if tasks:
+            # Let them settle first: each either stops without a reply or, if its final
+            # was already on its way, finishes and is committed below. The new owner then
+            # never recomputes a request this worker answered.
+            await asyncio.wait(tasks, timeout=_HANDBACK_WAIT_S)
         try:
             await self._commit(revoked)
         except BrokerUnavailableError as exc:
             log.warning("commit on revoke failed: %s", exc)
         self._tracker.forget(revoked)
+        self._answers_loaded -= revoked
+
+    async def _ensure_answered_loaded(self, tp: TopicPartition) -> None:
+        """Before the first request of a newly owned partition: load what previous owners
+        answered there but did not commit, so redeliveries are resent, not recomputed."""
+        if tp in self._answers_loaded:
+            return
+        async with self._load_locks.setdefault(tp, asyncio.Lock()):
+            if tp in self._answers_loaded:
+                return
+            try:
+                committed = await self._consumer.committed(tp)
+                loaded = await self._answered.load(tp, committed)
+                log.info(
+                    "%d answered requests of %s:%s loaded (committed offset %s)",
+                    loaded,
+                    tp.topic,
+                    tp.partition,
+                    committed,
+                )
+            except LlmbusError as exc:
+                log.warning(
+                    "answered log of %s not loaded (%s); redeliveries may be recomputed", tp, exc
+                )
+            self._answers_loaded.add(tp)
