@@ -74,10 +74,12 @@ class WorkerConfig:
 class Worker:
     """Fetch, generate, reply, commit.
 
-    Commit order: a request's offset becomes committable only after its final reply was
-    acknowledged by Kafka (``RequestProcessor.process`` returns after the ack); the
-    ``OffsetTracker`` then only lets the committed offset advance over a contiguous run of
-    such requests. A crash therefore redelivers unanswered requests, never loses one.
+    Commit order: (1) the final is written to the answered log and acknowledged, (2) the
+    final is produced to the requester and acknowledged (``RequestProcessor.process``
+    returns after both), (3) the offset is marked finished, and the ``OffsetTracker`` lets
+    the committed offset advance only over a contiguous run of finished requests. A crash
+    therefore redelivers unanswered requests (never loses one), and a redelivered answered
+    request is found in the answered log and resent (never recomputed).
     """
 
     def __init__(self, config: WorkerConfig, engine: Engine, metrics: WorkerMetrics) -> None:
