@@ -95,7 +95,10 @@ async def test_same_id_is_computed_once_and_answered_again_from_memory(bus: Bus)
     assert again.completion == result.completion
 
 
-async def test_sigterm_finishes_in_flight_work_commits_and_exits_zero(bus: Bus) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_signal_finishes_in_flight_work_commits_and_exits_zero(
+    bus: Bus, sig: signal.Signals
+) -> None:
     proc = bus.spawn_worker_process("graceful", step_s=0.05)
     n = 30
     async with bus.client() as client:
@@ -103,12 +106,12 @@ async def test_sigterm_finishes_in_flight_work_commits_and_exits_zero(bus: Bus) 
         tasks = [asyncio.ensure_future(client.chat(LONG, request_id=f"g{i}")) for i in range(n)]
         await asyncio.sleep(0.5)  # all in flight: each takes ~2 s
         assert not any(t.done() for t in tasks)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         results = await asyncio.gather(*tasks)
         code = await asyncio.to_thread(proc.wait, 60)
     answered = {r.request_id for r in results}
     print(
-        f"\n[SIGTERM] sent={n} answered={len(results)} lost={n - len(answered)} "
+        f"\n[{sig.name}] sent={n} answered={len(results)} lost={n - len(answered)} "
         f"duplicates={len(results) - len(answered)} exit={code}"
     )
     assert code == 0
