@@ -57,23 +57,36 @@ def test_request_round_trips_with_headers() -> None:
     assert decode_request(value, headers) == request
 
 
+def make_result(content: str, finish_reason: str, ttft_ms: float | None) -> ChatResult:
+    return ChatResult.model_validate(
+        {
+            "request_id": "r",
+            "completion": ChatCompletion(
+                id="chatcmpl-r",
+                created=1,
+                model="m",
+                choices=[
+                    Choice.model_validate(
+                        {
+                            "message": AssistantMessage(content=content),
+                            "finish_reason": finish_reason,
+                        }
+                    )
+                ],
+                usage=Usage(prompt_tokens=3, completion_tokens=1, total_tokens=4),
+            ),
+            "timings": Timings(queue_ms=1.0, ttft_ms=ttft_ms, total_ms=3.0),
+            "worker_id": "w",
+        }
+    )
+
+
 @pytest.mark.parametrize(
     "message",
     [
         StreamDelta(request_id="r", seq=0, content="Hel"),
         ErrorReply(request_id="r", code="deadline_exceeded", message="late"),
-        ChatResult(
-            request_id="r",
-            completion=ChatCompletion(
-                id="chatcmpl-r",
-                created=1,
-                model="m",
-                choices=[Choice(message=AssistantMessage(content="Paris"), finish_reason="stop")],
-                usage=Usage(prompt_tokens=3, completion_tokens=1, total_tokens=4),
-            ),
-            timings=Timings(queue_ms=1.0, ttft_ms=2.0, total_ms=3.0),
-            worker_id="w",
-        ),
+        make_result("Paris", "stop", 2.0),
     ],
 )
 def test_replies_round_trip(message: StreamDelta | ErrorReply | ChatResult) -> None:
@@ -83,20 +96,7 @@ def test_replies_round_trip(message: StreamDelta | ErrorReply | ChatResult) -> N
 
 
 def test_completion_is_openai_shaped() -> None:
-    value, headers = encode(
-        ChatResult(
-            request_id="r",
-            completion=ChatCompletion(
-                id="chatcmpl-r",
-                created=1,
-                model="m",
-                choices=[Choice(message=AssistantMessage(content="x"), finish_reason="length")],
-                usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
-            ),
-            timings=Timings(queue_ms=0, ttft_ms=None, total_ms=0),
-            worker_id="w",
-        )
-    )
+    value, headers = encode(make_result("x", "length", None))
     result = decode(value, headers)
     assert isinstance(result, ChatResult)
     body = result.completion.model_dump()
