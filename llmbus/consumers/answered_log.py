@@ -30,13 +30,13 @@ class AnsweredLog:
         *,
         bootstrap: str,
         topic: str,
-        recent: RecentFinals,
         lookback_s: float,
     ) -> None:
         self._producer = producer
         self._bootstrap = bootstrap
         self._topic = topic
-        self._recent = recent
+        self._recent = RecentFinals()
+        """This worker's own finals and those loaded from previous owners."""
         self._lookback_s = lookback_s
 
     def get(self, request_id: str) -> tuple[bytes, Headers] | None:

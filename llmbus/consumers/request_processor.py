@@ -15,6 +15,7 @@ from llmbus.bus import BusProducer, Record
 from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine, GenerationParams
+from llmbus.consumers.recent_finals import Headers
 from llmbus.consumers.request_control import RequestControl
 from llmbus.errors import (
     BrokerUnavailableError,
@@ -135,13 +136,7 @@ class RequestProcessor:
         except LlmbusError as exc:
             self._metrics.failed.labels(self._config.served_model, exc.code.value).inc()
             log.info("request failed: %s", exc, extra={"request_id": rid})
-            error = ErrorReply(
-                request_id=rid,
-                code=exc.code.value,
-                message=str(exc),
-                worker_id=self._config.worker_id,
-            )
-            value, headers = encode(error)
+            value, headers = self._error_final(rid, exc.code.value, str(exc))
         # Answered log first: a crash between the two sends leaves a final the next owner
         # resends from the log, never one that was sent but is unknown to the group.
         await self._answered.record(record, rid, value, headers)
@@ -298,11 +293,14 @@ class RequestProcessor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _reply_error(self, reply_to: ReplyTo, rid: str, code: str, message: str) -> None:
+    def _error_final(self, rid: str, code: str, message: str) -> tuple[bytes, Headers]:
         error = ErrorReply(
             request_id=rid, code=code, message=message, worker_id=self._config.worker_id
         )
-        await self._send(reply_to, *encode(error))
+        return encode(error)
+
+    async def _reply_error(self, reply_to: ReplyTo, rid: str, code: str, message: str) -> None:
+        await self._send(reply_to, *self._error_final(rid, code, message))
 
 
 def _salvage_reply_address(value: bytes | None) -> tuple[ReplyTo | None, str | None]:

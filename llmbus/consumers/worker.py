@@ -18,7 +18,6 @@ from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.offsets import OffsetTracker
-from llmbus.consumers.recent_finals import RecentFinals
 from llmbus.consumers.request_control import RequestControl
 from llmbus.consumers.request_processor import ProcessorConfig, RequestProcessor
 from llmbus.errors import (
@@ -114,7 +113,6 @@ class Worker:
             self._producer,
             bootstrap=config.bootstrap,
             topic=config.answered_topic,
-            recent=RecentFinals(),
             lookback_s=config.answered_lookback_s,
         )
         self._processor: RequestProcessor | None = None
