@@ -148,7 +148,7 @@ async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
             bootstrap=settings.kafka_bootstrap,
             group_id=f"{settings.topic_prefix}-auditor",
             topics=None,
-            pattern=rf"^{prefix}\.(requests\..+|replies)$",
+            pattern=rf"^{prefix}\.(requests\..+|batch\..+|replies)$",
             batch_size=settings.audit_batch_size,
             flush_interval_s=settings.audit_flush_interval_s,
             max_request_bytes=settings.max_request_bytes,
@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=0.0)
     chat.add_argument("--seed", type=int)
     chat.set_defaults(func=cmd_chat)
+    from llmbus.jobs.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

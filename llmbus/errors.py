@@ -60,6 +60,18 @@ class PayloadTooLargeError(InvalidRequestError):
     code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
+class BatchInputError(InvalidRequestError):
+    """A batch input file has invalid lines; ``problems`` names the first few by number."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class NotFoundError(InvalidRequestError):
+    """No such batch, replay run or key."""
+
+
 class ModelNotFoundError(InvalidRequestError):
     code = ErrorCode.MODEL_NOT_FOUND
 

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     kv_cache_gib: int = 2
     """KV cache for vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE); ignored on GPU."""
 
+    batch_reserved_slots: int | None = None
+    """Engine slots batch traffic may never take, so an interactive request joins vLLM's
+    running batch at its next step even behind a full batch backlog. Default: an eighth
+    of ``max_num_seqs`` (at least 1)."""
+
     audit_batch_size: int = 500
     audit_flush_interval_s: float = 0.5
     """The auditor writes at least this often so rows appear within a second."""
@@ -83,14 +88,32 @@ class Settings(BaseSettings):
     def requests_topic(self) -> str:
         return requests_topic(self.topic_prefix, self.model)
 
+    @property
+    def batch_topic(self) -> str:
+        """The batch lane of the model: batch jobs and replays, served behind interactive."""
+        return batch_topic(self.topic_prefix, self.model)
+
     def topics(self) -> dict[str, int]:
         """The topics this configuration uses, with their partition counts."""
         return {
             self.requests_topic: self.request_partitions,
+            self.batch_topic: self.request_partitions,
             self.replies_topic: self.reply_partitions,
             self.dead_letter_topic: 1,
             self.answered_topic: self.request_partitions,
+            self.batch_answered_topic: self.request_partitions,
+            self.control_topic: 1,
         }
+
+    def audited_topics(self) -> list[str]:
+        """What the auditor copies into PostgreSQL: both lanes' requests and all finals."""
+        return [self.requests_topic, self.batch_topic, self.replies_topic]
+
+    @property
+    def reserved_slots(self) -> int:
+        if self.batch_reserved_slots is not None:
+            return self.batch_reserved_slots
+        return max(1, self.max_num_seqs // 8)
 
     @property
     def worker_group(self) -> str:
@@ -108,11 +131,29 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.answered.{safe}"
 
     @property
+    def batch_answered_topic(self) -> str:
+        """The batch lane's answered log, co-partitioned with the batch topic."""
+        safe = self.requests_topic.rsplit(".requests.", 1)[1]
+        return f"{self.topic_prefix}.answered-batch.{safe}"
+
+    @property
     def dead_letter_topic(self) -> str:
         return f"{self.topic_prefix}.dead-letter"
+
+    @property
+    def control_topic(self) -> str:
+        """Batch cancellations, read by every worker from the beginning."""
+        return f"{self.topic_prefix}.control"
+
+
+def _safe(model: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in model)
 
 
 def requests_topic(prefix: str, model: str) -> str:
     """One request topic per served model, so a worker group serves exactly one model."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in model)
-    return f"{prefix}.requests.{safe}"
+    return f"{prefix}.requests.{_safe(model)}"
+
+
+def batch_topic(prefix: str, model: str) -> str:
+    return f"{prefix}.batch.{_safe(model)}"

@@ -148,7 +148,7 @@ class Bus:
             AuditorConfig(
                 bootstrap=s.kafka_bootstrap,
                 group_id=f"{s.topic_prefix}-auditor",
-                topics=[s.requests_topic, s.replies_topic],
+                topics=s.audited_topics(),
                 pattern=None,
                 batch_size=500,
                 flush_interval_s=0.2,

@@ -5,7 +5,13 @@ the rest of llmbus plain ``Record`` objects, so nothing above it knows the clien
 """
 
 from llmbus.bus.admin import ensure_topics
-from llmbus.bus.consumer import GroupConsumer, PartitionReader, RebalanceHandler, read_since
+from llmbus.bus.consumer import (
+    GroupConsumer,
+    PartitionReader,
+    RebalanceHandler,
+    read_all,
+    read_since,
+)
 from llmbus.bus.producer import BusProducer
 from llmbus.bus.record import Record, TopicPartition
 
@@ -17,5 +23,6 @@ __all__ = [
     "Record",
     "TopicPartition",
     "ensure_topics",
+    "read_all",
     "read_since",
 ]

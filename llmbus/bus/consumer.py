@@ -178,9 +178,11 @@ class PartitionReader(_ConsumerBase):
         partition: int,
         client_id: str,
         from_beginning: bool = False,
+        start_offset: int | None = None,
     ) -> None:
         super().__init__()
         self._from_beginning = from_beginning
+        self._start_offset = start_offset
         self._bootstrap = bootstrap
         self._tp = KafkaTP(topic, partition)
         self._client_id = client_id
@@ -198,7 +200,9 @@ class PartitionReader(_ConsumerBase):
         try:
             await consumer.start()
             consumer.assign([self._tp])
-            if self._from_beginning:
+            if self._start_offset is not None:
+                consumer.seek(self._tp, self._start_offset)
+            elif self._from_beginning:
                 await consumer.seek_to_beginning(self._tp)
             else:
                 await consumer.seek_to_end(self._tp)
@@ -219,6 +223,21 @@ async def read_since(
     bootstrap: str, tp: TopicPartition, since_ms: int, *, client_id: str
 ) -> list[Record]:
     """Every record of ``tp`` written at or after ``since_ms`` up to the current end."""
+    records, _ = await _read_to_end(bootstrap, tp, since_ms, client_id=client_id)
+    return records
+
+
+async def read_all(
+    bootstrap: str, tp: TopicPartition, *, client_id: str
+) -> tuple[list[Record], int]:
+    """Every record of ``tp`` up to its current end, and that end offset (where a
+    ``PartitionReader`` continues without a gap)."""
+    return await _read_to_end(bootstrap, tp, None, client_id=client_id)
+
+
+async def _read_to_end(
+    bootstrap: str, tp: TopicPartition, since_ms: int | None, *, client_id: str
+) -> tuple[list[Record], int]:
     ktp = KafkaTP(*tp)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -227,14 +246,18 @@ async def read_since(
         enable_auto_commit=False,
     )
     out: list[Record] = []
+    end = 0
     try:
         await consumer.start()
         consumer.assign([ktp])
         end = (await consumer.end_offsets([ktp]))[ktp]
-        found = (await consumer.offsets_for_times({ktp: since_ms}))[ktp]
-        if found is None:
-            return out  # nothing written since then
-        consumer.seek(ktp, found.offset)
+        if since_ms is None:
+            await consumer.seek_to_beginning(ktp)
+        else:
+            found = (await consumer.offsets_for_times({ktp: since_ms}))[ktp]
+            if found is None:
+                return out, end  # nothing written since then
+            consumer.seek(ktp, found.offset)
         while await consumer.position(ktp) < end:
             # 1 s per fetch round: the data is there already; this only bounds a stall.
             batches = await consumer.getmany(ktp, timeout_ms=1000)
@@ -243,4 +266,4 @@ async def read_since(
         raise BrokerUnavailableError(f"cannot read {tp}: {exc}") from exc
     finally:
         await consumer.stop()
-    return [r for r in out if r.offset < end]
+    return [r for r in out if r.offset < end], end

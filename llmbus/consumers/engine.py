@@ -17,6 +17,8 @@ class GenerationParams:
     top_p: float
     stop: tuple[str, ...]
     seed: int | None
+    priority: int = 1
+    """Lower runs first (vLLM's priority scheduling)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,12 @@ class RequestControl:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     handed_back: bool = False
     task: asyncio.Task[None] | None = None
+    batch_id: str | None = None
+    reason: str = "cancelled by the client"
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
         self.stop.set()
 
     def hand_back(self) -> None:
@@ -29,4 +33,4 @@ class RequestControl:
             return
         if self.handed_back:
             raise HandedBackError(f"partition {self.tp} revoked {when}")
-        raise RequestCancelledError(f"cancelled by the client {when}")
+        raise RequestCancelledError(f"{self.reason} {when}")

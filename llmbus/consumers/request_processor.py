@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -35,6 +36,7 @@ from llmbus.schemas import (
     ChatResult,
     Choice,
     ErrorReply,
+    Priority,
     ReplyTo,
     StreamDelta,
     Timings,
@@ -52,6 +54,10 @@ FinishReason = Literal["stop", "length", "abort"]
 _SEND_RETRY_S = 300.0
 """How long a final is retried while Kafka is unreachable before the worker gives up on it
 (the offset then stays uncommitted and the request is redone by whoever owns it next)."""
+
+
+_ENGINE_PRIORITY = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
+"""vLLM schedules lower values first and preempts higher values first."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class RequestProcessor:
         config: ProcessorConfig,
         metrics: WorkerMetrics,
         dead_letters: DeadLetters,
-        answered: AnsweredLog,
+        answered: Mapping[str, AnsweredLog],
     ) -> None:
         self._engine = engine
         self._producer = producer
@@ -91,6 +97,7 @@ class RequestProcessor:
         self._metrics = metrics
         self._dead_letters = dead_letters
         self._answered = answered
+        """One answered log per request topic (lane), co-partitioned with it."""
 
     async def decode(self, record: Record) -> ChatRequest | None:
         """The request, or None after dead-lettering (and answering, if possible) poison."""
@@ -120,7 +127,8 @@ class RequestProcessor:
         """Answer ``request``. Raises HandedBackError (no reply sent) when its partition was
         revoked mid-generation, EngineDeadError when the engine is gone."""
         rid = request.request_id
-        replay = self._answered.get(rid)
+        answered = self._answered[record.topic]
+        replay = answered.get(rid)
         if replay is not None:
             # Answered before (a redelivery or a client retry): resend, never recompute.
             log.info("resending stored final", extra={"request_id": rid})
@@ -139,7 +147,7 @@ class RequestProcessor:
             value, headers = self._error_final(rid, exc.code.value, str(exc))
         # Answered log first: a crash between the two sends leaves a final the next owner
         # resends from the log, never one that was sent but is unknown to the group.
-        await self._answered.record(record, rid, value, headers)
+        await answered.record(record, rid, value, headers)
         await self._send(request.reply_to, value, headers)
 
     async def _poison(
@@ -165,6 +173,7 @@ class RequestProcessor:
             top_p=body.top_p,
             stop=tuple(body.stop_list()),
             seed=body.seed,
+            priority=_ENGINE_PRIORITY[request.priority],
         )
 
     async def _answer(

@@ -56,6 +56,9 @@ class VllmEngine:
             max_model_len=self._max_model_len,
             dtype=self._resolve_dtype(),
             disable_log_stats=True,
+            # Interactive requests (higher priority) are scheduled first and batch work is
+            # preempted first when the KV cache runs short (see consumers/lanes.py).
+            scheduling_policy="priority",
         )
         self._llm = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._llm.get_tokenizer()
@@ -106,7 +109,10 @@ class VllmEngine:
         produced = 0
         try:
             async for out in llm.generate(
-                {"prompt_token_ids": prompt_token_ids}, sampling, request_id
+                {"prompt_token_ids": prompt_token_ids},
+                sampling,
+                request_id,
+                priority=params.priority,
             ):
                 completion = out.outputs[0]
                 produced += len(completion.token_ids)

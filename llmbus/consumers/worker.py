@@ -1,9 +1,10 @@
 """``llmbus worker``: a consumer-group member that keeps vLLM's batch full.
 
 Flow control: up to ``max_inflight`` requests are open in the engine at once (its batch
-size plus a little headroom, so a freed slot is refilled at the next engine step). At the
-limit the worker pauses its partitions instead of buffering records in memory, and resumes
-as soon as a request finishes.
+size plus a little headroom, so a freed slot is refilled at the next engine step), of which
+batch-lane requests may take at most ``batch_slots`` (see ``lanes.py``). At a limit the
+worker pauses partitions instead of buffering records in memory, and resumes as soon as a
+request finishes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 
 from llmbus.bus import BusProducer, GroupConsumer, Record, TopicPartition
 from llmbus.consumers.answered_log import AnsweredLog
+from llmbus.consumers.batch_cancellations import BatchCancellations
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
+from llmbus.consumers.lanes import LaneAdmission
 from llmbus.consumers.offsets import OffsetTracker
 from llmbus.consumers.request_control import RequestControl
 from llmbus.consumers.request_processor import ProcessorConfig, RequestProcessor
@@ -43,8 +46,12 @@ engine step); bounded so a stuck send cannot hold up the group's rebalance forev
 class WorkerConfig:
     bootstrap: str
     requests_topic: str
+    batch_topic: str
     dead_letter_topic: str
     answered_topic: str
+    batch_answered_topic: str
+    control_topic: str
+    reserved_slots: int
     answered_lookback_s: float
     group_id: str
     worker_id: str
@@ -58,8 +65,12 @@ class WorkerConfig:
         return cls(
             bootstrap=settings.kafka_bootstrap,
             requests_topic=settings.requests_topic,
+            batch_topic=settings.batch_topic,
             dead_letter_topic=settings.dead_letter_topic,
             answered_topic=settings.answered_topic,
+            batch_answered_topic=settings.batch_answered_topic,
+            control_topic=settings.control_topic,
+            reserved_slots=settings.reserved_slots,
             answered_lookback_s=settings.answered_lookback_s,
             group_id=settings.worker_group,
             worker_id=worker_id,
@@ -93,7 +104,11 @@ class Worker:
         self._running: dict[str, RequestControl] = {}
         """Each request id in flight: a duplicate id never reaches vLLM twice (reusing a
         live id has crashed vLLM), and a cancel record or a revocation finds its request."""
-        self._max_inflight = engine.max_num_seqs + max(4, engine.max_num_seqs // 4)
+        self._lanes = LaneAdmission(
+            max_inflight=engine.max_num_seqs + max(4, engine.max_num_seqs // 4),
+            max_batch=max(1, engine.max_num_seqs - config.reserved_slots),
+            batch_topic=config.batch_topic,
+        )
         self._producer = BusProducer(
             config.bootstrap,
             client_id=f"worker-{config.worker_id}",
@@ -102,18 +117,30 @@ class Worker:
         self._consumer = GroupConsumer(
             config.bootstrap,
             group_id=config.group_id,
-            topics=[config.requests_topic],
+            topics=[config.requests_topic, config.batch_topic],
             client_id=f"worker-{config.worker_id}",
             max_partition_fetch_bytes=config.max_request_bytes + 64 * 1024,
             on_revoked=self._on_revoked,
         )
         self._answers_loaded: set[TopicPartition] = set()
         self._load_locks: dict[TopicPartition, asyncio.Lock] = {}
-        self._answered = AnsweredLog(
-            self._producer,
-            bootstrap=config.bootstrap,
-            topic=config.answered_topic,
-            lookback_s=config.answered_lookback_s,
+        self._answered = {
+            source: AnsweredLog(
+                self._producer,
+                bootstrap=config.bootstrap,
+                topic=log_topic,
+                lookback_s=config.answered_lookback_s,
+            )
+            for source, log_topic in (
+                (config.requests_topic, config.answered_topic),
+                (config.batch_topic, config.batch_answered_topic),
+            )
+        }
+        self._cancellations = BatchCancellations(
+            config.bootstrap,
+            config.control_topic,
+            self._cancel_batch,
+            client_id=f"worker-{config.worker_id}-control",
         )
         self._processor: RequestProcessor | None = None
 
@@ -121,6 +148,7 @@ class Worker:
         """Serve until ``stop()``; raises EngineDeadError if the engine died."""
         await self._producer.start()
         try:
+            await self._cancellations.start()
             await self._consumer.start()
             self._processor = RequestProcessor(
                 self._engine,
@@ -150,6 +178,7 @@ class Worker:
                 await self._commit()
         finally:
             await self._consumer.stop()
+            await self._cancellations.stop()
             await self._producer.stop()
         if self._fatal is not None:
             raise self._fatal
@@ -160,21 +189,19 @@ class Worker:
         self._capacity.set()
 
     async def _fetch_loop(self) -> None:
-        paused: set[TopicPartition] = set()
         while not self._stopping.is_set():
-            free = self._max_inflight - len(self._tasks)
-            if free <= 0:
-                paused = self._consumer.assignment()
-                self._consumer.pause(paused)
+            assignment = self._consumer.assignment()
+            plan = self._lanes.plan(assignment)
+            # Applied every round: a rebalance resets Kafka's pause state of a partition.
+            self._consumer.pause(plan.paused)
+            self._consumer.resume(assignment - plan.paused)
+            if plan.max_records == 0:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
-            if paused:
-                self._consumer.resume(paused)
-                paused = set()
             try:
                 # 100 ms: short enough to notice stop() promptly, long enough not to spin.
-                records = await self._consumer.getmany(timeout_ms=100, max_records=free)
+                records = await self._consumer.getmany(timeout_ms=100, max_records=plan.max_records)
             except BrokerUnavailableError as exc:
                 log.warning("fetch failed, retrying: %s", exc)
                 await asyncio.sleep(1)
@@ -205,11 +232,13 @@ class Worker:
         task = asyncio.create_task(self._handle(record, rid, control))
         control.task = task
         self._tasks.add(task)
+        self._lanes.admit(record.tp)
         self._metrics.inflight.set(len(self._tasks))
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda done: self._done(done, record.tp))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[None], tp: TopicPartition) -> None:
         self._tasks.discard(task)
+        self._lanes.release(tp)
         self._metrics.inflight.set(len(self._tasks))
         self._capacity.set()
 
@@ -225,6 +254,9 @@ class Worker:
                 rid = request.request_id
                 self._running.setdefault(rid, control)
             if request is not None:
+                control.batch_id = request.batch_id
+                if self._cancellations.is_cancelled(request.batch_id):
+                    control.cancel(f"batch {request.batch_id} was cancelled")
                 await self._ensure_answered_loaded(record.tp)
                 await self._processor.process(record, request, control)
         except EngineDeadError as exc:
@@ -247,6 +279,11 @@ class Worker:
             if rid is not None and self._running.get(rid) is control:
                 del self._running[rid]
         self._tracker.finish(record.tp, record.offset)
+
+    def _cancel_batch(self, batch_id: str) -> None:
+        for control in self._running.values():
+            if control.batch_id == batch_id:
+                control.cancel(f"batch {batch_id} was cancelled")
 
     async def _drain(self) -> None:
         if not self._tasks or self._fatal is not None:
@@ -303,7 +340,7 @@ class Worker:
                 return
             try:
                 committed = await self._consumer.committed(tp)
-                loaded = await self._answered.load(tp, committed)
+                loaded = await self._answered[tp.topic].load(tp, committed)
                 log.info(
                     "%d answered requests of %s:%s loaded (committed offset %s)",
                     loaded,

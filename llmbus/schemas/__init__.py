@@ -11,6 +11,7 @@ from llmbus.schemas.chat import (
     Usage,
 )
 from llmbus.schemas.envelope import (
+    BatchCancellation,
     CancelRequest,
     ChatRequest,
     ChatResult,
@@ -34,6 +35,7 @@ from llmbus.schemas.wire import (
 __all__ = [
     "CONTENT_TYPE",
     "SCHEMA_VERSION",
+    "BatchCancellation",
     "CancelRequest",
     "ChatCompletion",
     "ChatCompletionRequest",

@@ -43,6 +43,9 @@ class ChatRequest(BaseModel):
     tenant_id: str | None = Field(default=None, max_length=128)
     user_id: str | None = Field(default=None, max_length=128)
     batch_id: str | None = Field(default=None, max_length=128)
+    """The batch job or replay run this request belongs to."""
+    replay_of: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    """For a replayed conversation: the request id of the logged original."""
     metadata: dict[str, str] = Field(default_factory=dict)
     stream: bool = False
     body: ChatCompletionRequest
@@ -110,3 +113,13 @@ class ErrorReply(BaseModel):
     message: str
     worker_id: str | None = None
     finished_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class BatchCancellation(BaseModel):
+    """Published on the control topic (key: the batch id); every worker reads it and
+    skips or aborts the batch's requests."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_id: str = Field(min_length=1, max_length=128)
+    cancelled_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))

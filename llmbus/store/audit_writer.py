@@ -28,6 +28,7 @@ def request_row(req: ChatRequest, topic: str, partition: int, offset: int) -> di
         "tenant_id": req.tenant_id,
         "user_id": req.user_id,
         "batch_id": req.batch_id,
+        "replay_of": req.replay_of,
         "metadata": req.metadata,
         "stream": str(req.stream).lower(),
         "kafka_topic": topic,

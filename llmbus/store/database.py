@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from llmbus.errors import DatabaseUnavailableError
+from llmbus.errors import DatabaseUnavailableError, NotStartedError
 
 T = TypeVar("T")
 
@@ -34,3 +34,33 @@ async def mapped(op: Callable[[], Awaitable[T]]) -> T:
         if exc.connection_invalidated:
             raise DatabaseUnavailableError("database connection lost") from exc
         raise
+
+
+class Database:
+    """One engine with a lifecycle; the stores share it rather than open their own."""
+
+    def __init__(self, url: str, *, pool_size: int = 2) -> None:
+        self._url = url
+        self._pool_size = pool_size
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise NotStartedError("Database used before start()")
+        return self._engine
+
+    async def start(self) -> None:
+        self._engine = make_engine(self._url, pool_size=self._pool_size)
+
+    async def stop(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()

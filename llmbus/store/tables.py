@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Identity,
     Integer,
     MetaData,
     String,
@@ -36,6 +37,7 @@ requests = Table(
     Column("tenant_id", String(128)),
     Column("user_id", String(128)),
     Column("batch_id", String(128)),
+    Column("replay_of", String(128)),
     Column("metadata", JSONB, nullable=False),
     Column("stream", String(5), nullable=False),
     Column("kafka_topic", String(249), nullable=False),
@@ -63,3 +65,28 @@ results = Table(
     Column("error_message", Text),
     Column("completion", JSONB),
 )
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_id", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("tenant_id", String(128)),
+    Column("user_id", String(128)),
+    Column("source", Text),
+    Column("params", JSONB, nullable=False),
+)
+"""A batch job or a replay run; immutable once written."""
+
+batch_events = Table(
+    "batch_events",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("batch_id", String(128), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+"""What happened to a batch after it was written: ``published``, ``cancel_requested``."""

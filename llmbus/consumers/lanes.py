@@ -1,0 +1,60 @@
+"""Two lanes into one engine: interactive requests are never starved by batch backlog.
+
+Each model has an interactive request topic and a batch topic, both read by the same
+worker group. Batch requests may fill the engine only up to ``max_batch`` slots: the rest
+(``reserved`` slots) stays free for interactive requests, which therefore join vLLM's
+running batch at its next step however long the batch backlog is. On top of that the
+engine schedules by priority, so when the KV cache runs short vLLM preempts batch work
+first. At its limit a lane is paused in Kafka rather than buffered in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmbus.bus import TopicPartition
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    paused: set[TopicPartition]
+    """Partitions not to fetch from now."""
+    max_records: int
+    """How many records the next fetch may return; 0 means wait for a free slot."""
+
+
+class LaneAdmission:
+    def __init__(self, *, max_inflight: int, max_batch: int, batch_topic: str) -> None:
+        if not 0 < max_batch <= max_inflight:
+            raise ValueError(f"batch slots {max_batch} must be in 1..{max_inflight}")
+        self._max_inflight = max_inflight
+        self._max_batch = max_batch
+        self._batch_topic = batch_topic
+        self.interactive = 0
+        self.batch = 0
+
+    def is_batch(self, tp: TopicPartition) -> bool:
+        return tp.topic == self._batch_topic
+
+    def admit(self, tp: TopicPartition) -> None:
+        if self.is_batch(tp):
+            self.batch += 1
+        else:
+            self.interactive += 1
+
+    def release(self, tp: TopicPartition) -> None:
+        if self.is_batch(tp):
+            self.batch -= 1
+        else:
+            self.interactive -= 1
+
+    def plan(self, assignment: set[TopicPartition]) -> FetchPlan:
+        free = self._max_inflight - self.interactive - self.batch
+        if free <= 0:
+            return FetchPlan(set(assignment), 0)
+        free_batch = self._max_batch - self.batch
+        if free_batch <= 0:
+            return FetchPlan({tp for tp in assignment if self.is_batch(tp)}, free)
+        # Both lanes open: fetch no more than the batch lane may still take, so one fetch
+        # can never overfill it; interactive records left over come in the next fetch.
+        return FetchPlan(set(), min(free, free_batch))

@@ -1,0 +1,153 @@
+"""``BatchJobs``: submit an OpenAI Batch file, follow it, fetch its results, cancel it.
+
+Submission order: every line is validated first (nothing is published from a file with
+invalid lines unless asked to skip them); then the batch is recorded in PostgreSQL; then
+its requests are published and acknowledged; then a ``published`` event is recorded. A
+batch stuck in ``publishing`` was interrupted mid-publish (the command reported the
+error): cancel it and submit the file again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from llmbus.errors import BatchInputError
+from llmbus.producers.batch_publisher import BatchPublisher
+from llmbus.schemas import ChatRequest, Priority
+from llmbus.schemas.batch_input import ParsedBatch, output_line, parse_batch_lines
+from llmbus.store.batch_store import BatchStatus, BatchStore, new_batch_id
+
+_POLL_S = 1.0
+"""How often ``wait`` re-reads progress: the auditor flushes every 0.5 s anyway."""
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    model: str | None = None
+    priority: Priority = Priority.LOW
+    tenant_id: str | None = None
+    user_id: str | None = None
+    skip_invalid: bool = False
+    completion_window: timedelta = timedelta(hours=24)
+    """Requests not started within this window end as ``deadline_exceeded``."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    batch_id: str
+    total: int
+    skipped: ParsedBatch
+
+
+class BatchJobs:
+    def __init__(self, store: BatchStore, publisher: BatchPublisher) -> None:
+        self._store = store
+        self._publisher = publisher
+
+    async def submit(
+        self,
+        path: Path,
+        options: SubmitOptions,
+        on_acked: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> Submitted:
+        with path.open("rb") as fh:
+            parsed = parse_batch_lines(fh, model=options.model)
+        if parsed.error_count and not options.skip_invalid:
+            raise BatchInputError(
+                f"{parsed.error_count} invalid line(s) in {path}; nothing was enqueued",
+                [str(e) for e in parsed.errors],
+            )
+        if not parsed.lines:
+            raise BatchInputError(f"no requests in {path}", [])
+        batch_id = new_batch_id()
+        models = {line.body.model for _, line in parsed.lines}
+        await self._store.create(
+            batch_id,
+            kind="batch",
+            model=",".join(sorted(models)),
+            total=len(parsed.lines),
+            tenant_id=options.tenant_id,
+            user_id=options.user_id,
+            source=path.name,
+            params={"priority": options.priority.value, "skipped_lines": parsed.error_count},
+        )
+        if on_total:
+            on_total(len(parsed.lines))
+        reply_to = await self._publisher.reply_to(batch_id)
+        now = datetime.now(UTC)
+        requests = [
+            ChatRequest(
+                request_id=f"{batch_id}-{number}",
+                created_at=now,
+                reply_to=reply_to,
+                priority=options.priority,
+                deadline=now + options.completion_window,
+                tenant_id=options.tenant_id,
+                user_id=options.user_id,
+                batch_id=batch_id,
+                metadata={"custom_id": line.custom_id, "line": str(number)},
+                body=line.body,
+            )
+            for number, line in parsed.lines
+        ]
+        await self._publisher.publish(requests, on_acked)
+        await self._store.add_event(batch_id, "published")
+        return Submitted(batch_id, len(requests), parsed)
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        """Queued requests are skipped and running ones aborted by the workers; the
+        status reads ``cancelling`` until every request has its final."""
+        await self._store.status(batch_id)  # NotFoundError for an unknown id
+        await self._store.add_event(batch_id, "cancel_requested")
+        await self._publisher.cancel(batch_id)
+        return await self._store.status(batch_id)
+
+    async def wait(
+        self, batch_id: str, on_progress: Callable[[BatchStatus], None] | None = None
+    ) -> BatchStatus:
+        while True:
+            status = await self._store.status(batch_id)
+            if on_progress:
+                on_progress(status)
+            if status.finished_at is not None:
+                return status
+            await asyncio.sleep(_POLL_S)
+
+    async def write_results(
+        self, batch_id: str, out: Path | None, errors: Path | None
+    ) -> tuple[int, int]:
+        """OpenAI Batch output lines: successes to ``out``, failures to ``errors`` (or to
+        ``out`` when no errors file is given). Returns (results, errors) written."""
+        await self._store.status(batch_id)
+        n_ok = n_err = 0
+        files: dict[Path, Any] = {}
+        try:
+            for path in {p for p in (out, errors) if p is not None}:
+                files[path] = path.open("w", encoding="utf-8")
+            async for row in self._store.results(batch_id):
+                ok = row["status"] == "ok"
+                target = out if ok or errors is None else errors
+                line = output_line(
+                    request_id=row["request_id"],
+                    custom_id=row["custom_id"] or "",
+                    completion=row["completion"] if ok else None,
+                    error_code=row["error_code"],
+                    error_message=row["error_message"],
+                )
+                if target is not None:
+                    files[target].write(json.dumps(line, ensure_ascii=False) + "\n")
+                if ok:
+                    n_ok += 1
+                else:
+                    n_err += 1
+        finally:
+            for fh in files.values():
+                fh.close()
+        return n_ok, n_err

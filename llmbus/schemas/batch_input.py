@@ -1,0 +1,120 @@
+"""OpenAI Batch files: the input lines llmbus accepts and the output lines it writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmbus.schemas.chat import ChatCompletionRequest
+
+BATCH_URL = "/v1/chat/completions"
+MAX_BATCH_LINES = 50_000
+"""OpenAI's own per-batch limit; bounds one submission's memory and publish time."""
+MAX_LINE_BYTES = 1_000_000
+"""A line above this could not travel as one Kafka record anyway."""
+MAX_REPORTED_ERRORS = 20
+"""A file with thousands of bad lines is reported by its first few, not all of them."""
+
+
+class BatchInputLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    custom_id: str = Field(min_length=1, max_length=512)
+    method: Literal["POST"]
+    url: Literal["/v1/chat/completions"]
+    body: ChatCompletionRequest
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    """1-based line number in the input file."""
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    lines: list[tuple[int, BatchInputLine]]
+    """Valid lines with their 1-based line numbers, in file order."""
+    errors: list[LineError]
+    error_count: int
+
+
+def parse_batch_lines(lines: Iterable[bytes | str], *, model: str | None = None) -> ParsedBatch:
+    """Validate every line. ``model`` replaces each body's model (``--model``).
+
+    Blank lines are ignored; every other line must be a valid request with a
+    ``custom_id`` unique within the file.
+    """
+    good: list[tuple[int, BatchInputLine]] = []
+    errors: list[LineError] = []
+    count = 0
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if not text.strip():
+            continue
+        reason, parsed = _parse_line(text, model)
+        if parsed is not None and parsed.custom_id in seen:
+            reason = f"custom_id {parsed.custom_id!r} repeats line {seen[parsed.custom_id]}"
+        if reason is None and parsed is not None:
+            seen[parsed.custom_id] = number
+            good.append((number, parsed))
+        else:
+            count += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.append(LineError(number, reason or "invalid"))
+        if len(good) + count > MAX_BATCH_LINES:
+            errors.append(LineError(number, f"more than {MAX_BATCH_LINES} requests in one batch"))
+            return ParsedBatch(good, errors, count + 1)
+    return ParsedBatch(good, errors, count)
+
+
+def _parse_line(text: str, model: str | None) -> tuple[str | None, BatchInputLine | None]:
+    if len(text.encode()) > MAX_LINE_BYTES:
+        return f"line longer than {MAX_LINE_BYTES} bytes", None
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc.msg} at column {exc.colno})", None
+    if not isinstance(data, dict):
+        return "not a JSON object", None
+    if model is not None and isinstance(data.get("body"), dict):
+        data["body"] = {**data["body"], "model": model}
+    try:
+        return None, BatchInputLine.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "line"
+        return f"{where}: {first['msg']}", None
+
+
+def output_line(
+    *,
+    request_id: str,
+    custom_id: str,
+    completion: dict[str, Any] | None,
+    error_code: str | None,
+    error_message: str | None,
+) -> dict[str, Any]:
+    """One line of an OpenAI Batch output (or error) file."""
+    if completion is not None:
+        return {
+            "id": f"batch_req_{request_id}",
+            "custom_id": custom_id,
+            "response": {"status_code": 200, "request_id": request_id, "body": completion},
+            "error": None,
+        }
+    return {
+        "id": f"batch_req_{request_id}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": error_code or "unknown", "message": error_message or ""},
+    }

@@ -1,0 +1,198 @@
+"""``BatchStore``: batch jobs and replay runs in PostgreSQL, and their progress.
+
+Progress is derived, never updated in place: a batch's row says how many requests it has,
+the audit trail says which of them have a final, and ``batch_events`` says whether it was
+published or cancelled. The submitting role therefore needs INSERT and SELECT only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from llmbus.errors import NotFoundError
+from llmbus.store.database import Database, mapped
+from llmbus.store.tables import batch_events, batches, requests, results
+
+CANCELLED = "cancelled"
+"""The error code of a request skipped or aborted because its batch was cancelled."""
+
+
+def new_batch_id(kind: str = "batch") -> str:
+    return f"{kind}_{secrets.token_hex(12)}"
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    batch_id: str
+    kind: str
+    model: str
+    status: str
+    total: int
+    completed: int
+    failed: int
+    cancelled: int
+    created_at: datetime
+    published_at: datetime | None
+    cancel_requested_at: datetime | None
+    finished_at: datetime | None
+    source: str | None
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def in_progress(self) -> int:
+        return max(0, self.total - self.done)
+
+
+class BatchStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        batch_id: str,
+        *,
+        kind: str,
+        model: str,
+        total: int,
+        tenant_id: str | None,
+        user_id: str | None,
+        source: str | None,
+        params: dict[str, Any],
+    ) -> None:
+        row = {
+            "batch_id": batch_id,
+            "kind": kind,
+            "created_at": datetime.now(UTC),
+            "model": model,
+            "total": total,
+            "tenant_id": tenant_id,
+            "user_id": user_id,
+            "source": source,
+            "params": params,
+        }
+
+        async def op() -> None:
+            async with self._db.engine.begin() as conn:
+                await conn.execute(insert(batches), [row])
+
+        await mapped(op)
+
+    async def add_event(self, batch_id: str, event: str) -> None:
+        async def op() -> None:
+            async with self._db.engine.begin() as conn:
+                await conn.execute(
+                    insert(batch_events),
+                    [{"batch_id": batch_id, "event": event, "at": datetime.now(UTC)}],
+                )
+
+        await mapped(op)
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        found = await self._statuses(batches.c.batch_id == batch_id, limit=1)
+        if not found:
+            raise NotFoundError(f"no batch {batch_id!r}")
+        return found[0]
+
+    async def recent(self, *, limit: int = 20) -> list[BatchStatus]:
+        return await self._statuses(None, limit=limit)
+
+    async def _statuses(self, where: Any, *, limit: int) -> list[BatchStatus]:
+        picked = select(batches).order_by(batches.c.created_at.desc()).limit(limit)
+        if where is not None:
+            picked = picked.where(where)
+        b = picked.subquery("b")
+        r = results
+        counts = (
+            select(
+                b,
+                func.count(r.c.request_id).filter(r.c.status == "ok").label("completed"),
+                func.count(r.c.request_id)
+                .filter(and_(r.c.status == "error", r.c.error_code == CANCELLED))
+                .label("cancelled"),
+                func.count(r.c.request_id)
+                .filter(and_(r.c.status == "error", r.c.error_code != CANCELLED))
+                .label("failed"),
+                func.max(r.c.finished_at).label("last_finished"),
+            )
+            .select_from(
+                b.outerjoin(requests, requests.c.batch_id == b.c.batch_id).outerjoin(
+                    r, r.c.request_id == requests.c.request_id
+                )
+            )
+            .group_by(*b.c)
+            .order_by(b.c.created_at.desc())
+        )
+        events = (
+            select(batch_events.c.batch_id, batch_events.c.event, func.min(batch_events.c.at))
+            .where(batch_events.c.batch_id.in_(select(b.c.batch_id)))
+            .group_by(batch_events.c.batch_id, batch_events.c.event)
+        )
+
+        async def op() -> tuple[list[Any], list[Any]]:
+            async with self._db.engine.connect() as conn:
+                return list(await conn.execute(counts)), list(await conn.execute(events))
+
+        rows, event_rows = await mapped(op)
+        seen: dict[str, dict[str, datetime]] = {}
+        for batch_id, event, at in event_rows:
+            seen.setdefault(batch_id, {})[event] = at
+        return [_status(row._mapping, seen.get(row.batch_id, {})) for row in rows]
+
+    async def results(self, batch_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Each finished request of the batch, in input-file order."""
+        query = (
+            select(
+                requests.c.request_id,
+                requests.c.metadata["custom_id"].astext.label("custom_id"),
+                results.c.status,
+                results.c.completion,
+                results.c.error_code,
+                results.c.error_message,
+            )
+            .select_from(requests.join(results, results.c.request_id == requests.c.request_id))
+            .where(requests.c.batch_id == batch_id)
+            .order_by(requests.c.kafka_partition, requests.c.kafka_offset)
+        )
+
+        async def op() -> list[Any]:
+            async with self._db.engine.connect() as conn:
+                return list(await conn.execute(query))
+
+        for row in await mapped(op):
+            yield dict(row._mapping)
+
+
+def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
+    done = row["completed"] + row["failed"] + row["cancelled"]
+    finished = row["last_finished"] if done >= row["total"] else None
+    if "cancel_requested" in events:
+        state = "cancelled" if finished else "cancelling"
+    elif "published" not in events:
+        state = "publishing"
+    else:
+        state = "completed" if finished else "in_progress"
+    return BatchStatus(
+        batch_id=row["batch_id"],
+        kind=row["kind"],
+        model=row["model"],
+        status=state,
+        total=row["total"],
+        completed=row["completed"],
+        failed=row["failed"],
+        cancelled=row["cancelled"],
+        created_at=row["created_at"],
+        published_at=events.get("published"),
+        cancel_requested_at=events.get("cancel_requested"),
+        finished_at=finished,
+        source=row["source"],
+    )

@@ -1,0 +1,213 @@
+"""Batch jobs end to end, through the ``llmbus batch`` command, on real Kafka,
+PostgreSQL and vLLM (the default model)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmbus.consumers.engine import Engine
+from llmbus.jobs.commands import open_jobs
+from llmbus.store.batch_store import BatchStatus
+from tests.conftest import Bus
+from tests.test_cli import run_cli
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = ["What is 2+2?", "Name a colour.", "Say hello.", "What is the capital of France?"]
+
+
+def write_batch(path: Path, n: int, *, model: str, max_tokens: int = 8) -> list[str]:
+    ids = [f"req-{i:05d}" for i in range(n)]
+    with path.open("w") as fh:
+        for i, custom_id in enumerate(ids):
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            }
+            fh.write(
+                json.dumps(
+                    {
+                        "custom_id": custom_id,
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": body,
+                    }
+                )
+                + "\n"
+            )
+    return ids
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def batch_status(bus: Bus, batch_id: str) -> dict[str, Any]:
+    code, out, err = await run_cli("batch", "status", batch_id, "--json", env=bus.env())
+    assert code == 0, err
+    return dict(json.loads(out))
+
+
+async def wait_until(bus: Bus, batch_id: str, done: int, timeout_s: float = 300) -> BatchStatus:
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout_s
+    async with open_jobs(bus.settings.model_copy(update=_db(bus))) as jobs:
+        while True:
+            status = await jobs.store.status(batch_id)
+            if status.done >= done or loop.time() > give_up:
+                return status
+            await asyncio.sleep(0.5)
+
+
+def _db(bus: Bus) -> dict[str, Any]:
+    from pydantic import SecretStr
+
+    return {"database_url": SecretStr(bus.stack.postgres.url("llmbus_writer"))}
+
+
+async def test_submit_wait_status_results(bus: Bus, engine: Engine, tmp_path: Path) -> None:
+    await bus.start_worker(engine)
+    await bus.start_auditor()
+    ids = write_batch(tmp_path / "in.jsonl", 12, model=bus.settings.model, max_tokens=16)
+    code, out, err = await run_cli(
+        "batch", "submit", str(tmp_path / "in.jsonl"), "--wait", "--tenant", "acme", env=bus.env()
+    )
+    assert code == 0, err
+    batch_id = out.splitlines()[0]
+    assert batch_id.startswith("batch_")
+    assert "published [" in err and "12/12" in err, "the publish progress bar is shown"
+    assert "completed" in out.splitlines()[-1]
+
+    status = await batch_status(bus, batch_id)
+    assert status["status"] == "completed"
+    assert (status["total"], status["completed"], status["failed"], status["cancelled"]) == (
+        12,
+        12,
+        0,
+        0,
+    )
+    assert status["in_progress"] == 0 and status["finished_at"] is not None
+
+    code, out, err = await run_cli(
+        "batch", "results", batch_id, "-o", str(tmp_path / "out.jsonl"),
+        "--errors", str(tmp_path / "err.jsonl"), env=bus.env(),
+    )  # fmt: skip
+    assert code == 0, err
+    lines = read_jsonl(tmp_path / "out.jsonl")
+    assert read_jsonl(tmp_path / "err.jsonl") == []
+    assert sorted(line["custom_id"] for line in lines) == ids
+    for line in lines:
+        assert line["error"] is None
+        response = line["response"]
+        assert response["status_code"] == 200
+        assert response["body"]["object"] == "chat.completion"
+        assert response["body"]["choices"][0]["message"]["content"]
+        assert 0 < response["body"]["usage"]["completion_tokens"] <= 16
+    france = next(line for line in lines if line["custom_id"] == "req-00003")
+    assert "Paris" in france["response"]["body"]["choices"][0]["message"]["content"]
+
+    code, out, _ = await run_cli("batch", "list", env=bus.env())
+    assert code == 0 and batch_id in out
+
+
+async def test_invalid_file_enqueues_nothing_unless_skipping(bus: Bus, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    write_batch(path, 3, model=bus.settings.model)
+    with path.open("a") as fh:
+        fh.write("{broken\n")
+        fh.write(
+            json.dumps({"custom_id": "x", "method": "GET", "url": "/v1/chat/completions"}) + "\n"
+        )
+    code, out, err = await run_cli("batch", "submit", str(path), env=bus.env())
+    assert code == 1
+    assert "2 invalid line(s)" in err and "nothing was enqueued" in err
+    assert "line 4: not JSON" in err and "line 5: method" in err
+    assert out == ""
+    code, out, _ = await run_cli("batch", "list", "--limit", "1000", env=bus.env())
+    assert "mixed.jsonl" not in out  # no batch was recorded
+    async with open_jobs(bus.settings.model_copy(update=_db(bus))) as jobs:
+        assert not [s for s in await jobs.store.recent(limit=1000) if s.source == "mixed.jsonl"]
+
+    code, out, err = await run_cli("batch", "submit", str(path), "--skip-invalid", env=bus.env())
+    assert code == 0, err
+    assert "skipped line 4" in err and "skipped line 5" in err
+    status = await batch_status(bus, out.splitlines()[0])
+    assert status["total"] == 3 and status["status"] == "in_progress"
+
+    code, _, err = await run_cli("batch", "status", "batch_nope", env=bus.env())
+    assert code == 2 and "no batch 'batch_nope'" in err
+
+
+async def test_interactive_is_served_ahead_of_a_batch_backlog_which_is_then_cancelled(
+    bus: Bus, engine: Engine, tmp_path: Path
+) -> None:
+    await bus.start_worker(engine)
+    await bus.start_auditor()
+    write_batch(tmp_path / "big.jsonl", 2000, model=bus.settings.model, max_tokens=64)
+    code, out, err = await run_cli("batch", "submit", str(tmp_path / "big.jsonl"), env=bus.env())
+    assert code == 0, err
+    batch_id = out.strip()
+    await wait_until(bus, batch_id, done=1)  # the backlog is being worked on
+
+    async with bus.client() as client:
+        result = await client.chat("What is the capital of France?", max_tokens=16, temperature=0)
+    assert "Paris" in result.completion.choices[0].message.content
+    during = await batch_status(bus, batch_id)
+    print(f"interactive answered while the batch had {during['in_progress']} of 2000 open")
+    assert during["in_progress"] > 1500, "the interactive request did not wait for the backlog"
+
+    code, out, err = await run_cli("batch", "cancel", batch_id, env=bus.env())
+    assert code == 0, err
+    assert "cancelling" in out or "cancelled" in out
+    final = await wait_until(bus, batch_id, done=2000, timeout_s=240)
+    assert final.status == "cancelled"
+    assert final.done == 2000 and final.failed == 0
+    assert final.cancelled > 1500 and final.completed > 0
+
+    code, _, err = await run_cli(
+        "batch", "results", batch_id, "-o", str(tmp_path / "out.jsonl"),
+        "--errors", str(tmp_path / "err.jsonl"), env=bus.env(),
+    )  # fmt: skip
+    assert code == 0, err
+    errors = read_jsonl(tmp_path / "err.jsonl")
+    assert len(errors) == final.cancelled
+    assert {e["error"]["code"] for e in errors} == {"cancelled"}
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == final.completed
+
+
+async def test_a_thousand_requests_complete_exactly_once_across_a_worker_crash(
+    bus: Bus, engine: Engine, tmp_path: Path
+) -> None:
+    await bus.start_auditor()
+    ids = write_batch(tmp_path / "k.jsonl", 1000, model=bus.settings.model, max_tokens=4)
+    # The first worker (stand-in engine, a real process) is killed -9 midway; a worker on
+    # the default model takes over its partitions and finishes the batch.
+    first = bus.spawn_worker_process("doomed", step_s=0.05, max_num_seqs=16)
+    code, out, err = await run_cli("batch", "submit", str(tmp_path / "k.jsonl"), env=bus.env())
+    assert code == 0, err
+    batch_id = out.strip()
+    midway = await wait_until(bus, batch_id, done=300)
+    assert 300 <= midway.done < 1000
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    await bus.start_worker(engine, worker_id="survivor")
+    final = await wait_until(bus, batch_id, done=1000, timeout_s=600)
+    assert final.status == "completed", final
+    assert (final.completed, final.failed, final.cancelled) == (1000, 0, 0)
+
+    code, _, err = await run_cli(
+        "batch", "results", batch_id, "-o", str(tmp_path / "out.jsonl"), env=bus.env()
+    )
+    assert code == 0, err
+    lines = read_jsonl(tmp_path / "out.jsonl")
+    assert len(lines) == 1000
+    assert sorted(line["custom_id"] for line in lines) == ids
+    print(f"killed at {midway.done}/1000 done; 1000 result lines, one per custom_id")
