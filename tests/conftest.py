@@ -120,11 +120,15 @@ class Bus:
             "LLMBUS_LOG_LEVEL": "WARNING",
             **(extra_env or {}),
         }
-        args = [sys.executable, "-m", "llmbus.cli", "worker"]
+        args = ["worker"]
         if engine:
             args += ["--engine", engine]
+        return self.spawn_cli(args, env)
+
+    def spawn_cli(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """``llmbus <args>`` as a process of its own group, killed at teardown."""
         proc = subprocess.Popen(
-            args,
+            [sys.executable, "-m", "llmbus.cli", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -132,6 +136,35 @@ class Bus:
         )
         self.processes.append(proc)
         return proc
+
+    async def start_gateway(
+        self, extra_env: dict[str, str] | None = None, *, scheme: str = "http", verify: Any = True
+    ) -> str:
+        """A real ``llmbus gateway`` process on a free loopback port; returns its URL once
+        /healthz answers."""
+        import httpx
+
+        port = free_port()
+        env = {
+            **self.env(),
+            "LLMBUS_GATEWAY_PORT": str(port),
+            "LLMBUS_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
+        proc = self.spawn_cli(["gateway"], env)
+        url = f"{scheme}://127.0.0.1:{port}"
+        async with httpx.AsyncClient(verify=verify) as http:
+            for _ in range(300):  # up to 60 s: imports and Kafka/PostgreSQL connections
+                if proc.poll() is not None:
+                    out = proc.stdout.read().decode() if proc.stdout else ""
+                    raise RuntimeError(f"gateway exited {proc.returncode}: {out[-3000:]}")
+                try:
+                    if (await http.get(f"{url}/healthz")).status_code == 200:
+                        return url
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError("gateway did not become healthy")
 
     async def start_worker(self, engine: Engine, *, worker_id: str = "w1") -> Worker:
         worker = Worker(

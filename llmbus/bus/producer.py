@@ -101,6 +101,13 @@ class BusProducer:
         except KafkaError as exc:
             raise BrokerUnavailableError(f"send to {topic} failed: {exc}") from exc
 
+    async def ping(self) -> bool:
+        """Whether a broker answers a metadata request now (not from the cache)."""
+        try:
+            return bool(await self._started().client.fetch_all_metadata())
+        except KafkaError:
+            return False
+
     async def partitions_for(self, topic: str) -> set[int]:
         try:
             parts = await self._started().partitions_for(topic)

@@ -10,8 +10,9 @@ error): cancel it and submit the file again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,14 +59,24 @@ class BatchJobs:
         on_total: Callable[[int], None] | None = None,
     ) -> Submitted:
         with path.open("rb") as fh:
-            parsed = parse_batch_lines(fh, model=options.model)
+            return await self.submit_lines(fh, path.name, options, on_acked, on_total)
+
+    async def submit_lines(
+        self,
+        lines: Iterable[bytes],
+        source: str,
+        options: SubmitOptions,
+        on_acked: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> Submitted:
+        parsed = parse_batch_lines(lines, model=options.model)
         if parsed.error_count and not options.skip_invalid:
             raise BatchInputError(
-                f"{parsed.error_count} invalid line(s) in {path}; nothing was enqueued",
+                f"{parsed.error_count} invalid line(s) in {source}; nothing was enqueued",
                 [str(e) for e in parsed.errors],
             )
         if not parsed.lines:
-            raise BatchInputError(f"no requests in {path}", [])
+            raise BatchInputError(f"no requests in {source}", [])
         batch_id = new_batch_id()
         models = {line.body.model for _, line in parsed.lines}
         await self._store.create(
@@ -75,7 +86,7 @@ class BatchJobs:
             total=len(parsed.lines),
             tenant_id=options.tenant_id,
             user_id=options.user_id,
-            source=path.name,
+            source=source,
             params={"priority": options.priority.value, "skipped_lines": parsed.error_count},
         )
         if on_total:
@@ -120,34 +131,36 @@ class BatchJobs:
                 return status
             await asyncio.sleep(_POLL_S)
 
-    async def write_results(
-        self, batch_id: str, out: Path | None, errors: Path | None
-    ) -> tuple[int, int]:
-        """OpenAI Batch output lines: successes to ``out``, failures to ``errors`` (or to
-        ``out`` when no errors file is given). Returns (results, errors) written."""
-        await self._store.status(batch_id)
-        n_ok = n_err = 0
-        files: dict[Path, Any] = {}
-        try:
-            for path in {p for p in (out, errors) if p is not None}:
-                files[path] = path.open("w", encoding="utf-8")
-            async for row in self._store.results(batch_id):
-                ok = row["status"] == "ok"
-                target = out if ok or errors is None else errors
-                line = output_line(
+    async def output_lines(self, batch_id: str) -> AsyncIterator[tuple[bool, dict[str, Any]]]:
+        """(succeeded, OpenAI Batch output line) for each finished request, in input order."""
+        await self._store.status(batch_id)  # NotFoundError for an unknown id
+        async for row in self._store.results(batch_id):
+            ok = row["status"] == "ok"
+            yield (
+                ok,
+                output_line(
                     request_id=row["request_id"],
                     custom_id=row["custom_id"] or "",
                     completion=row["completion"] if ok else None,
                     error_code=row["error_code"],
                     error_message=row["error_message"],
-                )
+                ),
+            )
+
+    async def write_results(
+        self, batch_id: str, out: Path | None, errors: Path | None
+    ) -> tuple[int, int]:
+        """Successes to ``out``, failures to ``errors`` (or to ``out`` when no errors file
+        is given). Returns (results, errors) written."""
+        counts = {True: 0, False: 0}
+        with contextlib.ExitStack() as files:
+            handles: dict[Path, Any] = {
+                path: files.enter_context(path.open("w", encoding="utf-8"))
+                for path in {p for p in (out, errors) if p is not None}
+            }
+            async for ok, line in self.output_lines(batch_id):
+                target = out if ok or errors is None else errors
                 if target is not None:
-                    files[target].write(json.dumps(line, ensure_ascii=False) + "\n")
-                if ok:
-                    n_ok += 1
-                else:
-                    n_err += 1
-        finally:
-            for fh in files.values():
-                fh.close()
-        return n_ok, n_err
+                    handles[target].write(json.dumps(line, ensure_ascii=False) + "\n")
+                counts[ok] += 1
+        return counts[True], counts[False]

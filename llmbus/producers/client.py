@@ -126,8 +126,12 @@ class LlmbusClient:
         priority: Priority = Priority.NORMAL,
         deadline_s: float | None = None,
         metadata: dict[str, str] | None = None,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
         **params: Any,
     ) -> ChatRequest:
+        """``tenant_id``/``user_id`` override the client's own (a gateway serving many
+        callers sets them per request, from the caller's credentials)."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         now = datetime.now(UTC)
@@ -137,8 +141,8 @@ class LlmbusClient:
             reply_to=self.reply_to,
             priority=priority,
             deadline=now + timedelta(seconds=deadline_s) if deadline_s else None,
-            tenant_id=self._tenant_id,
-            user_id=self._user_id,
+            tenant_id=tenant_id or self._tenant_id,
+            user_id=user_id or self._user_id,
             metadata=metadata or {},
             stream=stream,
             body=ChatCompletionRequest(
@@ -179,7 +183,7 @@ class LlmbusClient:
         # Same key as the request: same partition, so the cancel arrives after it.
         await self._producer.send(topic, value, headers, key=request_id.encode())
 
-    async def send(self, request: ChatRequest) -> AsyncIterator[StreamDelta | ChatResult]:
+    async def send(self, request: ChatRequest) -> AsyncGenerator[StreamDelta | ChatResult, None]:
         """Send a prepared request (its reply_to must be this client's)."""
         async for reply in self._exchange(request):
             yield reply

@@ -43,6 +43,7 @@ class BatchStatus:
     cancel_requested_at: datetime | None
     finished_at: datetime | None
     source: str | None
+    tenant_id: str | None
 
     @property
     def done(self) -> int:
@@ -103,8 +104,9 @@ class BatchStore:
             raise NotFoundError(f"no batch {batch_id!r}")
         return found[0]
 
-    async def recent(self, *, limit: int = 20) -> list[BatchStatus]:
-        return await self._statuses(None, limit=limit)
+    async def recent(self, *, limit: int = 20, tenant_id: str | None = None) -> list[BatchStatus]:
+        where = batches.c.tenant_id == tenant_id if tenant_id is not None else None
+        return await self._statuses(where, limit=limit)
 
     async def _statuses(self, where: Any, *, limit: int) -> list[BatchStatus]:
         picked = select(batches).order_by(batches.c.created_at.desc()).limit(limit)
@@ -195,4 +197,5 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
         cancel_requested_at=events.get("cancel_requested"),
         finished_at=finished,
         source=row["source"],
+        tenant_id=row["tenant_id"],
     )

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     Identity,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -90,3 +91,56 @@ batch_events = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 """What happened to a batch after it was written: ``published``, ``cancel_requested``."""
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("salt", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    Column("tenant_id", String(128), nullable=False),
+    Column("user_id", String(128)),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+"""Gateway keys: the secret itself is never stored, only a salted hash of it."""
+
+api_key_revocations = Table(
+    "api_key_revocations",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("file_id", String(64), primary_key=True),
+    Column("tenant_id", String(128), nullable=False),
+    Column("filename", String(256), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+"""Batch input files uploaded through the gateway (POST /v1/files)."""
+
+gateway_calls = Table(
+    "gateway_calls",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("key_id", String(32)),
+    Column("tenant_id", String(128)),
+    Column("user_id", String(128)),
+    Column("method", String(8), nullable=False),
+    Column("path", String(256), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("request_id", String(128)),
+    Column("model", String(256)),
+    Column("latency_ms", Float, nullable=False),
+    Column("client", String(64)),
+    Column("error_code", String(64)),
+)
+"""One row per HTTP call to the gateway, refused ones included."""

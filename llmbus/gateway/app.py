@@ -1,0 +1,153 @@
+"""The gateway's HTTP application: routes, error mapping, middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from llmbus.errors import LlmbusError
+from llmbus.gateway.auth import Principal
+from llmbus.gateway.batches_api import router as batches_router
+from llmbus.gateway.chat import ChatCompletionBody, ChunkStream, complete, to_request
+from llmbus.gateway.middleware import BodyLimit, CallAudit
+from llmbus.gateway.openai_errors import GatewayError, from_llmbus
+from llmbus.gateway.routes_common import ERROR_RESPONSES, principal_of
+from llmbus.gateway.service import GatewayService
+
+_READY_TIMEOUT_S = 3.0
+"""A readiness probe must answer quickly; a dependency slower than this counts as down."""
+_MAX_FILE_BYTES = 200 * 1024 * 1024
+"""OpenAI's own limit for a batch input file."""
+
+
+def create_app(service: GatewayService) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with service:
+            yield
+
+    app = FastAPI(title="llmbus gateway", version="1", lifespan=lifespan)
+    app.state.service = service
+    app.include_router(batches_router)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        request.state.error_code = exc.code
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        request.state.error_code = "invalid_request"
+        return GatewayError(
+            400, "invalid_request", f"{param}: {first['msg']}", param=param
+        ).response()
+
+    @app.exception_handler(LlmbusError)
+    async def _llmbus_error(request: Request, exc: LlmbusError) -> JSONResponse:
+        error = from_llmbus(exc)
+        request.state.error_code = error.code
+        return error.response()
+
+    @app.post(
+        "/v1/chat/completions",
+        responses={
+            **ERROR_RESPONSES,
+            200: {"content": {"application/json": {}, "text/event-stream": {}}},
+        },
+    )
+    async def chat_completions(
+        request: Request, body: ChatCompletionBody, who: Annotated[Principal, Depends(principal_of)]
+    ) -> Response:
+        s = service.settings
+        parts = service.parts
+        request.state.model = body.model
+        if body.model not in s.served_models():
+            raise GatewayError(
+                404, "model_not_found", f"model {body.model!r} is not served", param="model"
+            )
+        if len(body.messages) > s.gateway_max_messages:
+            raise GatewayError(
+                400, "invalid_request",
+                f"at most {s.gateway_max_messages} messages per request", param="messages",
+            )  # fmt: skip
+        max_tokens = body.max_completion_tokens or body.max_tokens or s.gateway_max_tokens
+        if max_tokens > s.gateway_max_tokens:
+            raise GatewayError(
+                400, "invalid_request",
+                f"max_tokens is at most {s.gateway_max_tokens}", param="max_tokens",
+            )  # fmt: skip
+        # ~4 characters per token: a cheap, conservative estimate made before the call.
+        prompt_chars = sum(len(m.content) for m in body.messages)
+        parts.limiter.admit(who.subject, prompt_chars // 4 + max_tokens, rpm=who.rpm, tpm=who.tpm)
+        chat = to_request(parts.client, body, who, max_tokens=max_tokens, deadline_s=None)
+        request.state.request_id = chat.request_id
+        if not body.stream:
+            return JSONResponse(await complete(parts.client, chat))
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = ChunkStream(parts.client, chat, include_usage)
+        await stream.open()
+        return StreamingResponse(
+            stream.events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Request-Id": chat.request_id},
+        )
+
+    @app.get("/v1/models", responses=ERROR_RESPONSES)
+    async def models(who: Annotated[Principal, Depends(principal_of)]) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "llmbus"}
+                for m in service.settings.served_models()
+            ],
+        }
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
+    async def readyz() -> JSONResponse:
+        checks = {"kafka": await _kafka_ok(service), "postgres": await _postgres_ok(service)}
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    audited = CallAudit(app, calls=service.calls, metrics=service.metrics)
+    return BodyLimit(
+        audited, max_bytes=service.settings.gateway_max_body_bytes, max_file_bytes=_MAX_FILE_BYTES
+    )
+
+
+async def _kafka_ok(service: GatewayService) -> bool:
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_S):
+            return await service.parts.producer.ping()
+    except (LlmbusError, TimeoutError):
+        return False
+
+
+async def _postgres_ok(service: GatewayService) -> bool:
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_S):
+            async with service.db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
