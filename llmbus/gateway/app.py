@@ -9,9 +9,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmbus.errors import LlmbusError
 from llmbus.gateway.auth import Principal
@@ -51,6 +53,17 @@ def create_app(service: GatewayService) -> Any:
         return GatewayError(
             400, "invalid_request", f"{param}: {first['msg']}", param=param
         ).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Framework-level refusals (unparsable body, unknown path, wrong method) in
+        # OpenAI's shape too, so every client sees one error format.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        request.state.error_code = code
+        error = GatewayError(
+            exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
+        )
+        return error.response()
 
     @app.exception_handler(LlmbusError)
     async def _llmbus_error(request: Request, exc: LlmbusError) -> JSONResponse:
@@ -125,10 +138,21 @@ def create_app(service: GatewayService) -> Any:
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        # The schema names the served models, so clients and schema-driven tools know
+        # which values of `model` are accepted (anything else is a 404 model_not_found).
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            body = schema["components"]["schemas"]["ChatCompletionBody"]
+            body["properties"]["model"]["enum"] = service.settings.served_models()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     audited = CallAudit(app, calls=service.calls, metrics=service.metrics)
     return BodyLimit(
         audited, max_bytes=service.settings.gateway_max_body_bytes, max_file_bytes=_MAX_FILE_BYTES

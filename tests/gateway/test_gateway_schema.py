@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import httpx
 import pytest
 
 from tests.conftest import Bus
@@ -34,4 +35,10 @@ async def test_no_server_errors_and_no_schema_violations(bus: Bus) -> None:
     report = out.decode()
     print(report[-4000:])
     assert proc.returncode == 0, report[-6000:]
-    assert "/v1/chat/completions" in report
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{url}/metrics")).text
+    answered = [
+        line for line in metrics.splitlines()
+        if line.startswith('llmbus_gateway_calls_total{route="/v1/chat/completions",status="200"}')
+    ]  # fmt: skip
+    assert answered and float(answered[0].split()[-1]) > 0, "no generated chat reached a worker"
