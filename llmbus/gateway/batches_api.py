@@ -94,12 +94,8 @@ async def upload_file(
     request: Request,
     who: Caller,
     file: Annotated[UploadFile, File()],
-    purpose: Annotated[str, Form()],
+    purpose: Annotated[Literal["batch"], Form()],
 ) -> dict[str, Any]:
-    if purpose != "batch":
-        raise GatewayError(
-            400, "invalid_request", "only purpose=batch is supported", param="purpose"
-        )
     content = await file.read()
     row = await service_of(request).parts.files.save(
         tenant_id=who.tenant_id, filename=file.filename or "upload.jsonl", purpose=purpose,
