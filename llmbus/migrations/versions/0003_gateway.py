@@ -69,6 +69,13 @@ def upgrade() -> None:
     op.create_index("gateway_calls_at", "gateway_calls", ["at"], schema=SCHEMA)
     op.create_index("gateway_calls_tenant_at", "gateway_calls", ["tenant_id", "at"], schema=SCHEMA)
     op.create_index("batches_tenant", "batches", ["tenant_id", "created_at"], schema=SCHEMA)
+    # Analysts read the trail, not credentials or other tenants' uploads. The local stack's
+    # read-only role gets SELECT on every table by default privileges; take these back.
+    op.execute(
+        "DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'llmbus_reader') THEN "
+        "REVOKE ALL ON llmbus.api_keys, llmbus.api_key_revocations, llmbus.files "
+        "FROM llmbus_reader; END IF; END$$"
+    )
 
 
 def downgrade() -> None:
