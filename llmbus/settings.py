@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     jwt_tenant_claim: str = "tenant"
     jwt_user_claim: str = "sub"
 
+    publish_timeout_s: float = 10.0
+    """How long a client waits for Kafka to acknowledge a request before it reports the bus
+    unreachable (the gateway answers 503): a healthy broker acknowledges in milliseconds,
+    and a caller is better served by a prompt error than by a hang."""
     request_timeout_s: float = 300.0
     """Client-side wait for a final reply when the request has no deadline."""
 

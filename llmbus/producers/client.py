@@ -12,7 +12,12 @@ from types import TracebackType
 from typing import Any, Self
 
 from llmbus.bus import BusProducer, PartitionReader
-from llmbus.errors import NotStartedError, RemoteError, RequestTimeoutError
+from llmbus.errors import (
+    BrokerUnavailableError,
+    NotStartedError,
+    RemoteError,
+    RequestTimeoutError,
+)
 from llmbus.producers.reply_router import Reply, ReplyRouter
 from llmbus.schemas import (
     CancelRequest,
@@ -42,6 +47,7 @@ class LlmbusClient:
         default_model: str,
         reply_partition: int | None = None,
         timeout_s: float = 300.0,
+        publish_timeout_s: float = 10.0,
         max_request_bytes: int = 1_000_000,
         tenant_id: str | None = None,
         user_id: str | None = None,
@@ -52,6 +58,7 @@ class LlmbusClient:
         self._default_model = default_model
         self._partition = reply_partition
         self._timeout_s = timeout_s
+        self._publish_timeout_s = publish_timeout_s
         self._tenant_id = tenant_id
         self._user_id = user_id
         self._client_id = f"llmbus-client-{uuid.uuid4().hex[:8]}"
@@ -68,6 +75,7 @@ class LlmbusClient:
             "replies_topic": settings.replies_topic,
             "default_model": settings.model,
             "timeout_s": settings.request_timeout_s,
+            "publish_timeout_s": settings.publish_timeout_s,
             "max_request_bytes": settings.max_request_bytes,
         }
         kwargs.update(overrides)
@@ -181,7 +189,7 @@ class LlmbusClient:
         value, headers = encode(CancelRequest(request_id=request_id, reason=reason))
         topic = requests_topic(self._prefix, model or self._default_model)
         # Same key as the request: same partition, so the cancel arrives after it.
-        await self._producer.send(topic, value, headers, key=request_id.encode())
+        await self._publish(topic, value, headers, request_id)
 
     async def send(self, request: ChatRequest) -> AsyncGenerator[StreamDelta | ChatResult, None]:
         """Send a prepared request (its reply_to must be this client's)."""
@@ -198,7 +206,7 @@ class LlmbusClient:
         try:
             value, headers = encode(request)
             topic = requests_topic(self._prefix, request.body.model)
-            await self._producer.send(topic, value, headers, key=rid.encode())
+            await self._publish(topic, value, headers, rid)
             timeout = self._timeout_s
             if request.deadline is not None:
                 # A little past the deadline: the worker's deadline error should win.
@@ -219,6 +227,20 @@ class LlmbusClient:
                     return
         finally:
             self._router.unsubscribe(rid, queue)
+
+    async def _publish(
+        self, topic: str, value: bytes, headers: list[tuple[str, bytes]], rid: str
+    ) -> None:
+        """Raises BrokerUnavailableError when Kafka does not acknowledge in time. The record
+        may still be delivered later; retrying with the same request id is safe (workers
+        answer an id once)."""
+        try:
+            async with asyncio.timeout(self._publish_timeout_s):
+                await self._producer.send(topic, value, headers, key=rid.encode())
+        except TimeoutError:
+            raise BrokerUnavailableError(
+                f"Kafka did not acknowledge request {rid} within {self._publish_timeout_s:.0f} s"
+            ) from None
 
     @staticmethod
     async def _next(queue: asyncio.Queue[Reply], remaining_s: float, rid: str) -> Reply:
