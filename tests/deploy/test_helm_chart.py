@@ -1,0 +1,132 @@
+"""The Helm chart: `helm lint` passes, and `helm template` renders valid manifests for the
+main combinations of values (checked object by object, not by eye)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "llmbus"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """helm from PATH, or built once from the Go module proxy by scripts/helm.sh."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "helm.sh")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def render(helm: str, *sets: str) -> list[dict[str, Any]]:
+    args = [helm, "template", "rel", str(CHART), "--namespace", "ai", "--kube-version", "1.30.0"]
+    for item in sets:
+        args += ["--set", item]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_lint_is_clean(helm: str) -> None:
+    done = subprocess.run(
+        [helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_default_render_has_every_part_and_valid_workloads(helm: str) -> None:
+    docs = render(helm)
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) == {"rel-llmbus-worker", "rel-llmbus-auditor", "rel-llmbus-gateway"}
+    for name, d in deployments.items():
+        spec = d["spec"]
+        labels = spec["template"]["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= labels.items(), name
+        pod = spec["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        for c in pod["containers"]:
+            assert ":" in c["image"] and c["image"].rsplit(":", 1)[1], f"{name}: image has no tag"
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["resources"].get("requests"), f"{name}: no resource requests"
+            env = {e["name"]: e for e in c.get("env", [])}
+            assert env["LLMBUS_KAFKA_BOOTSTRAP"]["value"] == "kafka:9092"
+            for e in env.values():  # credentials only by reference, never inline
+                if "URL" in e["name"] or "PASSWORD" in e["name"]:
+                    assert "valueFrom" in e and "value" not in e, e
+    worker = deployments["rel-llmbus-worker"]["spec"]["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert worker["args"] == ["worker"]
+
+    assert not by_kind(docs, "Secret"), "the chart must not carry secrets by default"
+    job = next(iter(by_kind(docs, "Job").values()))
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    assert set(by_kind(docs, "HorizontalPodAutoscaler")) == {"rel-llmbus-worker"}
+    assert not by_kind(docs, "ScaledObject")
+    assert set(by_kind(docs, "PodDisruptionBudget")) == {"rel-llmbus-worker", "rel-llmbus-gateway"}
+    assert "rel-llmbus-gateway" in by_kind(docs, "Service")
+    assert not by_kind(docs, "Ingress") and not by_kind(docs, "ServiceMonitor")
+
+    policies = by_kind(docs, "NetworkPolicy")
+    default = policies["rel-llmbus-default"]["spec"]
+    monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert default["ingress"] == [
+        {"from": [{"namespaceSelector": monitoring}], "ports": [{"port": "metrics"}]}
+    ]
+    gateway = policies["rel-llmbus-gateway"]["spec"]
+    assert gateway["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    assert gateway["ingress"][0]["ports"] == [{"port": "http"}]
+
+
+def test_keda_scales_on_lag_of_both_lanes_instead_of_hpa(helm: str) -> None:
+    docs = render(helm, "worker.autoscaling.keda.enabled=true", "model.name=org/My Model")
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+    scaled = by_kind(docs, "ScaledObject")["rel-llmbus-worker"]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "rel-llmbus-worker"
+    topics = sorted(t["metadata"]["topic"] for t in scaled["triggers"])
+    assert topics == ["llmbus.batch.org-My-Model", "llmbus.requests.org-My-Model"]
+    assert {t["metadata"]["consumerGroup"] for t in scaled["triggers"]} == {
+        "llmbus-worker-org/My Model"
+    }
+    worker = by_kind(docs, "Deployment")["rel-llmbus-worker"]["spec"]
+    assert "replicas" not in worker  # the autoscaler owns the count
+
+
+def test_gpu_off_ingress_tls_and_service_monitor(helm: str) -> None:
+    docs = render(
+        helm,
+        "worker.gpu.enabled=false",
+        "gateway.ingress.enabled=true",
+        "metrics.serviceMonitor.enabled=true",
+        "worker.nodeSelector.gpu=h100",
+    )
+    worker = by_kind(docs, "Deployment")["rel-llmbus-worker"]["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in worker["containers"][0]["resources"].get("limits", {})
+    assert worker["nodeSelector"] == {"gpu": "h100"}
+    ingress = by_kind(docs, "Ingress")["rel-llmbus-gateway"]["spec"]
+    assert ingress["tls"][0]["secretName"] == "llmbus-gateway-tls"
+    assert by_kind(docs, "ServiceMonitor")
+
+
+def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
+    cases = {
+        "worker.maxNumSeqs=0": "maxNumSeqs",
+        "kafka.securityProtocol=SASL_WHATEVER": "securityProtocol",
+        "gateway.port=80": "port",
+        "gateway.ingress.enabled=true,gateway.ingress.tlsSecret=": "tlsSecret is required",
+    }
+    for bad, why in cases.items():
+        args = [helm, "template", "rel", str(CHART), "--kube-version", "1.30.0", "--set", bad]
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        assert done.returncode != 0, bad
+        assert why in done.stderr, (bad, done.stderr[-2000:])
