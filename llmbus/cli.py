@@ -115,7 +115,7 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from llmbus.metrics import WorkerMetrics
 
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    await ensure_topics(settings.kafka_bootstrap, settings.topics())
+    await ensure_topics(settings.kafka, settings.topics())
     engine = make_engine(settings, args.engine)
     await engine.start()
     worker = Worker(
@@ -145,7 +145,7 @@ async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
     prefix = settings.topic_prefix.replace(".", r"\.")
     auditor = Auditor(
         AuditorConfig(
-            bootstrap=settings.kafka_bootstrap,
+            bootstrap=settings.kafka,
             group_id=f"{settings.topic_prefix}-auditor",
             topics=None,
             pattern=rf"^{prefix}\.(requests\..+|batch\..+|replies)$",

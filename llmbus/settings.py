@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,12 +20,31 @@ def default_cache_dir() -> Path:
     return Path(base) / "llmbus"
 
 
+class KafkaEndpoint(BaseModel):
+    """Where Kafka is and how to authenticate; every Kafka client of llmbus uses it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap: str
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+
 class Settings(BaseSettings):
     """All of llmbus's configuration; environment variables are ``LLMBUS_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="LLMBUS_", frozen=True, extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    """CA bundle for SSL/SASL_SSL; the system's trust store when unset."""
     database_url: SecretStr | None = None
     """The auditor's and analysts' connection (least-privilege role)."""
     migration_database_url: SecretStr | None = None
@@ -113,6 +133,17 @@ class Settings(BaseSettings):
     and a caller is better served by a prompt error than by a hang."""
     request_timeout_s: float = 300.0
     """Client-side wait for a final reply when the request has no deadline."""
+
+    @property
+    def kafka(self) -> KafkaEndpoint:
+        return KafkaEndpoint(
+            bootstrap=self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+        )
 
     def served_models(self) -> list[str]:
         return self.gateway_models or [self.model]

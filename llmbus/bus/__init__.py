@@ -12,16 +12,20 @@ from llmbus.bus.consumer import (
     read_all,
     read_since,
 )
+from llmbus.bus.endpoint import Kafka, client_kwargs, describe
 from llmbus.bus.producer import BusProducer
 from llmbus.bus.record import Record, TopicPartition
 
 __all__ = [
     "BusProducer",
     "GroupConsumer",
+    "Kafka",
     "PartitionReader",
     "RebalanceHandler",
     "Record",
     "TopicPartition",
+    "client_kwargs",
+    "describe",
     "ensure_topics",
     "read_all",
     "read_since",

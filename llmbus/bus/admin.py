@@ -8,14 +8,15 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from llmbus.bus.endpoint import Kafka, client_kwargs, describe
 from llmbus.errors import BrokerUnavailableError
 
 
 async def ensure_topics(
-    bootstrap: str, topics: dict[str, int], *, retention_ms: int | None = None
+    bootstrap: Kafka, topics: dict[str, int], *, retention_ms: int | None = None
 ) -> None:
     """Create each ``topic -> partitions`` that does not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmbus-admin")
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap), client_id="llmbus-admin")
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -31,7 +32,9 @@ async def ensure_topics(
                 await admin.create_topics(missing)
         await _wait_for_metadata(admin, set(topics))
     except KafkaError as exc:
-        raise BrokerUnavailableError(f"cannot create topics on {bootstrap}: {exc}") from exc
+        raise BrokerUnavailableError(
+            f"cannot create topics on {describe(bootstrap)}: {exc}"
+        ) from exc
     finally:
         await admin.close()
 

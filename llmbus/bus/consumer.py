@@ -11,6 +11,7 @@ from aiokafka import TopicPartition as KafkaTP
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from llmbus.bus.endpoint import Kafka, client_kwargs
 from llmbus.bus.record import Record, TopicPartition
 from llmbus.errors import BrokerUnavailableError, NotStartedError
 
@@ -81,7 +82,7 @@ class GroupConsumer(_ConsumerBase):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Kafka,
         *,
         group_id: str,
         topics: list[str] | None = None,
@@ -102,7 +103,7 @@ class GroupConsumer(_ConsumerBase):
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **client_kwargs(self._bootstrap),
             group_id=self._group_id,
             client_id=self._client_id,
             enable_auto_commit=False,
@@ -172,7 +173,7 @@ class PartitionReader(_ConsumerBase):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Kafka,
         *,
         topic: str,
         partition: int,
@@ -189,7 +190,7 @@ class PartitionReader(_ConsumerBase):
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **client_kwargs(self._bootstrap),
             client_id=self._client_id,
             group_id=None,
             enable_auto_commit=False,
@@ -220,7 +221,7 @@ class PartitionReader(_ConsumerBase):
 
 
 async def read_since(
-    bootstrap: str, tp: TopicPartition, since_ms: int, *, client_id: str
+    bootstrap: Kafka, tp: TopicPartition, since_ms: int, *, client_id: str
 ) -> list[Record]:
     """Every record of ``tp`` written at or after ``since_ms`` up to the current end."""
     records, _ = await _read_to_end(bootstrap, tp, since_ms, client_id=client_id)
@@ -228,7 +229,7 @@ async def read_since(
 
 
 async def read_all(
-    bootstrap: str, tp: TopicPartition, *, client_id: str
+    bootstrap: Kafka, tp: TopicPartition, *, client_id: str
 ) -> tuple[list[Record], int]:
     """Every record of ``tp`` up to its current end, and that end offset (where a
     ``PartitionReader`` continues without a gap)."""
@@ -236,11 +237,11 @@ async def read_all(
 
 
 async def _read_to_end(
-    bootstrap: str, tp: TopicPartition, since_ms: int | None, *, client_id: str
+    bootstrap: Kafka, tp: TopicPartition, since_ms: int | None, *, client_id: str
 ) -> tuple[list[Record], int]:
     ktp = KafkaTP(*tp)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         client_id=client_id,
         group_id=None,
         enable_auto_commit=False,

@@ -9,6 +9,7 @@ from typing import Self
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from llmbus.bus.endpoint import Kafka, client_kwargs, describe
 from llmbus.errors import BrokerUnavailableError, NotStartedError
 
 Headers = list[tuple[str, bytes]]
@@ -17,7 +18,7 @@ Headers = list[tuple[str, bytes]]
 class BusProducer:
     """Publishes records; ``send`` resolves only once the broker has acknowledged them."""
 
-    def __init__(self, bootstrap: str, *, client_id: str, max_request_bytes: int) -> None:
+    def __init__(self, bootstrap: Kafka, *, client_id: str, max_request_bytes: int) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
         self._max_request_bytes = max_request_bytes
@@ -25,7 +26,7 @@ class BusProducer:
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
+            **client_kwargs(self._bootstrap),
             client_id=self._client_id,
             # acks=all + idempotence: an acknowledged final is on every in-sync replica and
             # a retried send after a broker blip is not written twice.
@@ -42,7 +43,9 @@ class BusProducer:
             await producer.start()
         except KafkaError as exc:
             await producer.stop()
-            raise BrokerUnavailableError(f"cannot reach Kafka at {self._bootstrap}") from exc
+            raise BrokerUnavailableError(
+                f"cannot reach Kafka at {describe(self._bootstrap)}"
+            ) from exc
         self._producer = producer
 
     async def stop(self) -> None:

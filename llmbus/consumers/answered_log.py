@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from llmbus.bus import BusProducer, Record, TopicPartition, read_since
+from llmbus.bus import BusProducer, Kafka, Record, TopicPartition, read_since
 from llmbus.consumers.recent_finals import Headers, RecentFinals
 from llmbus.schemas.wire import header
 
@@ -28,7 +28,7 @@ class AnsweredLog:
         self,
         producer: BusProducer,
         *,
-        bootstrap: str,
+        bootstrap: Kafka,
         topic: str,
         lookback_s: float,
     ) -> None:

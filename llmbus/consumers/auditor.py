@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from llmbus.bus import GroupConsumer, Record, TopicPartition
+from llmbus.bus import GroupConsumer, Kafka, Record, TopicPartition
 from llmbus.errors import BrokerUnavailableError, DatabaseUnavailableError
 from llmbus.metrics import AuditMetrics
 from llmbus.schemas import ChatRequest, ChatResult, ErrorReply, Kind, WireDecodeError, decode
@@ -27,7 +27,7 @@ returning, without hammering it meanwhile."""
 
 @dataclass(frozen=True)
 class AuditorConfig:
-    bootstrap: str
+    bootstrap: Kafka
     group_id: str
     topics: list[str] | None
     pattern: str | None

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from llmbus.bus import PartitionReader, Record, TopicPartition, read_all
+from llmbus.bus import Kafka, PartitionReader, Record, TopicPartition, read_all
 from llmbus.errors import BrokerUnavailableError, NotStartedError
 from llmbus.schemas import BatchCancellation
 
@@ -25,7 +25,7 @@ _RETRY_S = 1.0
 
 class BatchCancellations:
     def __init__(
-        self, bootstrap: str, topic: str, on_cancel: Callable[[str], None], *, client_id: str
+        self, bootstrap: Kafka, topic: str, on_cancel: Callable[[str], None], *, client_id: str
     ) -> None:
         self._bootstrap = bootstrap
         self._tp = TopicPartition(topic, 0)

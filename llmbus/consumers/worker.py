@@ -14,7 +14,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from llmbus.bus import BusProducer, GroupConsumer, Record, TopicPartition
+from llmbus.bus import BusProducer, GroupConsumer, Kafka, Record, TopicPartition
 from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.batch_cancellations import BatchCancellations
 from llmbus.consumers.dead_letters import DeadLetters
@@ -44,7 +44,7 @@ engine step); bounded so a stuck send cannot hold up the group's rebalance forev
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    bootstrap: str
+    bootstrap: Kafka
     requests_topic: str
     batch_topic: str
     dead_letter_topic: str
@@ -63,7 +63,7 @@ class WorkerConfig:
     @classmethod
     def from_settings(cls, settings: Settings, worker_id: str) -> WorkerConfig:
         return cls(
-            bootstrap=settings.kafka_bootstrap,
+            bootstrap=settings.kafka,
             requests_topic=settings.requests_topic,
             batch_topic=settings.batch_topic,
             dead_letter_topic=settings.dead_letter_topic,

@@ -52,13 +52,13 @@ class GatewayService:
 
     async def start(self) -> None:
         s = self.settings
-        await ensure_topics(s.kafka_bootstrap, s.topics())
+        await ensure_topics(s.kafka, s.topics())
         await self.db.start()
         await self.calls.start()
         client = LlmbusClient.from_settings(s)
         await client.start()
         producer = BusProducer(
-            s.kafka_bootstrap,
+            s.kafka,
             client_id="llmbus-gateway-batch",
             max_request_bytes=s.max_request_bytes,
         )

@@ -43,9 +43,9 @@ async def open_jobs(settings: Settings, *, analyst: bool = False) -> AsyncIterat
     url = (settings.analyst_database_url if analyst else None) or settings.database_url
     if url is None:
         raise SetupError("LLMBUS_DATABASE_URL is not set (run `llmbus up` or set it)")
-    await ensure_topics(settings.kafka_bootstrap, settings.topics())
+    await ensure_topics(settings.kafka, settings.topics())
     producer = BusProducer(
-        settings.kafka_bootstrap,
+        settings.kafka,
         client_id="llmbus-batch",
         max_request_bytes=settings.max_request_bytes,
     )

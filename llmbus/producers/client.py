@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from llmbus.bus import BusProducer, PartitionReader
+from llmbus.bus import BusProducer, Kafka, PartitionReader
 from llmbus.errors import (
     BrokerUnavailableError,
     NotStartedError,
@@ -41,7 +41,7 @@ class LlmbusClient:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: Kafka,
         topic_prefix: str,
         replies_topic: str,
         default_model: str,
@@ -70,7 +70,7 @@ class LlmbusClient:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LlmbusClient:
         kwargs: dict[str, Any] = {
-            "bootstrap": settings.kafka_bootstrap,
+            "bootstrap": settings.kafka,
             "topic_prefix": settings.topic_prefix,
             "replies_topic": settings.replies_topic,
             "default_model": settings.model,

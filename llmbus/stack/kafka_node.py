@@ -39,6 +39,10 @@ class KafkaNode:
     cache_dir: Path
     port: int
     controller_port: int
+    scram_port: int | None = None
+    """Also listen with SASL_PLAINTEXT + SCRAM-SHA-512 on this port (tests of SASL)."""
+    scram_users: tuple[tuple[str, str], ...] = ()
+    """(name, password) pairs created at format time for the SCRAM listener."""
 
     @property
     def home(self) -> Path:
@@ -86,6 +90,10 @@ class KafkaNode:
                 "format",
                 f"--cluster-id={new_cluster_id()}",
                 f"--config={config}",
+                *(
+                    f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
+                    for name, password in self.scram_users
+                ),
             )
         with open(self.home / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
@@ -155,6 +163,14 @@ class KafkaNode:
             # A request may carry a long conversation; 2 MiB bounds it (see max_request_bytes).
             "message.max.bytes": str(2 * 1024 * 1024),
         }
+        if self.scram_port is not None:
+            props["listeners"] += f",SASL_PLAINTEXT://{HOST}:{self.scram_port}"
+            props["advertised.listeners"] += f",SASL_PLAINTEXT://{HOST}:{self.scram_port}"
+            props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            props["sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+            props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
         config = self.home / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.home / "log4j2.properties").write_text(_LOG4J.format(log=self.log_file))
