@@ -27,8 +27,16 @@ def load_settings() -> Settings:
     return Settings(_env_file=env_file if env_file.exists() else None)
 
 
-def _registry(settings: Settings) -> CollectorRegistry:
+def _registry(settings: Settings, *, forward_global: bool = False) -> CollectorRegistry:
+    """Our metrics; with ``forward_global``, also what libraries put in prometheus_client's
+    global registry (vLLM's engine statistics, process metrics)."""
     registry = CollectorRegistry()
+    if forward_global:
+        from prometheus_client import REGISTRY
+
+        from llmbus.metrics import ForwardedRegistry
+
+        registry.register(ForwardedRegistry(REGISTRY))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
     return registry
@@ -121,7 +129,7 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     worker = Worker(
         WorkerConfig.from_settings(settings, worker_id),
         engine,
-        WorkerMetrics(_registry(settings)),
+        WorkerMetrics(_registry(settings, forward_global=True)),
     )
     _on_signals(worker.stop)
     print(f"worker {worker_id} serving {settings.model} from {settings.requests_topic}", flush=True)

@@ -1,10 +1,41 @@
-"""One-line JSON logs; a record's ``request_id`` extra lands in its own field."""
+"""One-line JSON logs. Every line logged while a request is handled carries its request
+id, tenant, model and trace id: the handler binds them once (``bind``) and every record
+created in that task picks them up."""
 
 from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
+
+FIELDS = ("request_id", "tenant_id", "model", "batch_id", "trace_id")
+_bound: ContextVar[dict[str, str] | None] = ContextVar("llmbus_log_fields", default=None)
+
+
+def bind(**fields: str | None) -> None:
+    """Attach fields to every log record created from now on in this task (asyncio gives
+    each task its own copy, so requests handled side by side do not mix)."""
+    current = dict(_bound.get() or {})
+    current.update({k: v for k, v in fields.items() if v is not None})
+    _bound.set(current)
+
+
+def install_record_fields() -> None:
+    """Stamp bound fields onto records at creation (so they reach every handler)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "llmbus_fields", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        # Under a name of its own: logging refuses `extra` keys a record already has.
+        record.llmbus_fields = dict(_bound.get() or {})
+        return record
+
+    factory.llmbus_fields = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 class JsonFormatter(logging.Formatter):
@@ -15,8 +46,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("request_id", "tenant_id", "model"):
-            value = getattr(record, key, None)
+        bound = getattr(record, "llmbus_fields", {})
+        for key in FIELDS:
+            value = getattr(record, key, None) or bound.get(key)
             if value is not None:
                 entry[key] = value
         if record.exc_info:
@@ -25,6 +57,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str) -> None:
+    install_record_fields()
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -3,7 +3,10 @@ process (and each test) decides where they are registered."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -49,6 +52,25 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.tpot_seconds = Histogram(
+            "llmbus_time_per_output_token_seconds",
+            "Mean time between output tokens of a request, after the first",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+            registry=registry,
+        )
+        self.lane_finals = Counter(
+            "llmbus_lane_finals_total",
+            "Finals by lane (interactive, batch) and outcome (ok, error, cancelled): batch "
+            "progress across all batches",
+            ["lane", "outcome"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "llmbus_consumer_lag_records",
+            "Records not yet fetched, per assigned partition",
+            ["topic", "partition"],
+            registry=registry,
+        )
 
 
 class AuditMetrics:
@@ -62,6 +84,12 @@ class AuditMetrics:
         )
         self.retries = Counter(
             "llmbus_audit_retries_total", "Writes retried (database away)", registry=registry
+        )
+        self.backlog = Gauge(
+            "llmbus_audit_backlog_records",
+            "Records on Kafka not yet read by the auditor, per partition",
+            ["topic", "partition"],
+            registry=registry,
         )
 
 
@@ -84,3 +112,14 @@ class GatewayMetrics:
         self.rate_limited = Counter(
             "llmbus_gateway_rate_limited_total", "Calls refused with 429", registry=registry
         )
+
+
+class ForwardedRegistry:
+    """Exports another registry's metrics through ours: vLLM registers its engine
+    statistics (``vllm:*``) in prometheus_client's global registry."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._source.collect()

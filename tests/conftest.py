@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from llmbus import logs
 from llmbus.bus import ensure_topics
 from llmbus.consumers.auditor import Auditor, AuditorConfig
 from llmbus.consumers.engine import Engine
@@ -33,6 +34,7 @@ from llmbus.stack.processes import free_port
 from llmbus.store.audit_writer import AuditWriter
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+logs.install_record_fields()  # as the CLI does: request fields on every log record
 
 
 # --- Kafka + PostgreSQL ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -149,6 +150,24 @@ class GroupConsumer(_ConsumerBase):
 
     def resume(self, tps: Iterable[TopicPartition]) -> None:
         self._started().resume(*(KafkaTP(t, p) for t, p in tps))
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Per assigned partition: records between our position and the partition's end
+        (as of the last fetch; no request to the broker)."""
+        consumer = self._started()
+        out: dict[TopicPartition, int] = {}
+        for ktp in consumer.assignment():
+            end = consumer.highwater(ktp)
+            if end is None:
+                continue
+            try:
+                # A partition whose position is still being reset would block; it has no
+                # meaningful lag yet, so 1 s is enough to tell.
+                position = await asyncio.wait_for(consumer.position(ktp), timeout=1.0)
+            except (KafkaError, TimeoutError):
+                continue
+            out[TopicPartition(ktp.topic, ktp.partition)] = max(0, end - position)
+        return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit ``offsets`` (the next offset to read, per partition)."""

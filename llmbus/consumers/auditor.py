@@ -76,6 +76,8 @@ class Auditor:
                 if records:
                     await self._store(records)
                     await self._commit(records)
+                for tp, lag in (await self._consumer.lag()).items():
+                    self._metrics.backlog.labels(tp.topic, str(tp.partition)).set(lag)
         finally:
             await self._consumer.stop()
             await self._writer.stop()

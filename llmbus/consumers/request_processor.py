@@ -46,6 +46,8 @@ from llmbus.schemas import (
     encode,
 )
 from llmbus.schemas.chat import AssistantMessage
+from llmbus.schemas.wire import header
+from llmbus.tracing import TRACEPARENT, continued
 
 log = logging.getLogger(__name__)
 
@@ -134,21 +136,29 @@ class RequestProcessor:
             log.info("resending stored final", extra={"request_id": rid})
             await self._send(request.reply_to, *replay)
             return
-        try:
-            value, headers = await self._answer(request, control)
-        except (EngineDeadError, HandedBackError):
-            raise
-        except InvalidRequestError as exc:
-            await self._poison(record, exc.code.value, str(exc), request.reply_to, rid)
-            return
-        except LlmbusError as exc:
-            self._metrics.failed.labels(self._config.served_model, exc.code.value).inc()
-            log.info("request failed: %s", exc, extra={"request_id": rid})
-            value, headers = self._error_final(rid, exc.code.value, str(exc))
+        outcome = "ok"
+        incoming = header(record.headers, TRACEPARENT)
+        with continued(incoming, "llmbus.worker.request") as traceparent:
+            trace = [(TRACEPARENT, traceparent.encode())]
+            try:
+                value, headers = await self._answer(request, control, trace)
+            except (EngineDeadError, HandedBackError):
+                raise
+            except InvalidRequestError as exc:
+                await self._poison(record, exc.code.value, str(exc), request.reply_to, rid)
+                return
+            except LlmbusError as exc:
+                outcome = "cancelled" if exc.code.value == "cancelled" else "error"
+                self._metrics.failed.labels(self._config.served_model, exc.code.value).inc()
+                log.info("request failed: %s", exc, extra={"request_id": rid})
+                value, headers = self._error_final(rid, exc.code.value, str(exc))
+            headers = [*headers, *trace]
         # Answered log first: a crash between the two sends leaves a final the next owner
         # resends from the log, never one that was sent but is unknown to the group.
         await answered.record(record, rid, value, headers)
         await self._send(request.reply_to, value, headers)
+        lane = "batch" if request.batch_id is not None else "interactive"
+        self._metrics.lane_finals.labels(lane, outcome).inc()
 
     async def _poison(
         self, record: Record, code: str, reason: str, reply_to: ReplyTo | None, rid: str | None
@@ -177,7 +187,7 @@ class RequestProcessor:
         )
 
     async def _answer(
-        self, request: ChatRequest, control: RequestControl
+        self, request: ChatRequest, control: RequestControl, trace: Headers
     ) -> tuple[bytes, list[tuple[str, bytes]]]:
         cfg = self._config
         if request.body.model != cfg.served_model:
@@ -194,7 +204,7 @@ class RequestProcessor:
         queue_ms = max(0.0, (now - request.created_at).total_seconds() * 1000)
         self._metrics.queue_seconds.observe(queue_ms / 1000)
         start = time.monotonic()
-        out = await self._generate(request, prompt_ids, params, control, queue_ms, start)
+        out = await self._generate(request, prompt_ids, params, control, queue_ms, start, trace)
         total_ms = queue_ms + (time.monotonic() - start) * 1000
         completion = ChatCompletion(
             id=f"chatcmpl-{request.request_id}",
@@ -223,6 +233,10 @@ class RequestProcessor:
         m.latency_seconds.observe(total_ms / 1000)
         if out.ttft_ms is not None:
             m.ttft_seconds.observe(out.ttft_ms / 1000)
+            if out.completion_tokens > 1:
+                first_s = (out.ttft_ms - queue_ms) / 1000
+                rest_s = (total_ms - queue_ms) / 1000 - first_s
+                m.tpot_seconds.observe(max(0.0, rest_s) / (out.completion_tokens - 1))
         return value, headers
 
     async def _generate(
@@ -233,6 +247,7 @@ class RequestProcessor:
         control: RequestControl,
         queue_ms: float,
         start: float,
+        trace: Headers,
     ) -> _Generated:
         """Stream from the engine until done, cancelled (abort) or past the deadline (abort)."""
         rid = request.request_id
@@ -259,9 +274,11 @@ class RequestProcessor:
                             # Not awaited: deltas share the final's partition and producer,
                             # so the final's acknowledgement implies theirs.
                             delta = StreamDelta(request_id=rid, seq=seq, content=chunk.text)
+                            value, headers = encode(delta)
                             await self._producer.enqueue(
                                 request.reply_to.topic,
-                                *encode(delta),
+                                value,
+                                [*headers, *trace],
                                 partition=request.reply_to.partition,
                             )
                             seq += 1

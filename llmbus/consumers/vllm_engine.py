@@ -6,6 +6,7 @@ step, so the worker simply keeps up to ``max_num_seqs`` calls open at once.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -55,11 +56,15 @@ class VllmEngine:
             max_num_seqs=self._max_num_seqs,
             max_model_len=self._max_model_len,
             dtype=self._resolve_dtype(),
-            disable_log_stats=True,
+            # Stats on: vLLM then exports its engine metrics (vllm:*) to prometheus_client's
+            # global registry, which the worker's metrics endpoint forwards.
+            disable_log_stats=False,
             # Interactive requests (higher priority) are scheduled first and batch work is
             # preempted first when the KV cache runs short (see consumers/lanes.py).
             scheduling_policy="priority",
         )
+        # vLLM's periodic throughput log line would repeat what the metrics say.
+        logging.getLogger("vllm.v1.metrics.loggers").setLevel(logging.WARNING)
         self._llm = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._llm.get_tokenizer()
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from llmbus import logs
 from llmbus.bus import BusProducer, GroupConsumer, Kafka, Record, TopicPartition
 from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.batch_cancellations import BatchCancellations
@@ -34,6 +35,7 @@ from llmbus.metrics import WorkerMetrics
 from llmbus.schemas import Kind
 from llmbus.schemas.wire import H_KIND, H_REQUEST_ID, header
 from llmbus.settings import Settings
+from llmbus.tracing import TRACEPARENT, trace_id
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +168,18 @@ class Worker:
                 ),
                 self._answered,
             )
-            committer = asyncio.create_task(self._commit_loop())
+            background = [
+                asyncio.create_task(self._commit_loop()),
+                asyncio.create_task(self._lag_loop()),
+            ]
             try:
                 await self._fetch_loop()
                 await self._drain()
             finally:
-                committer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await committer
+                for task in background:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self._fatal is None:
                 await self._commit()
         finally:
@@ -254,6 +260,13 @@ class Worker:
                 rid = request.request_id
                 self._running.setdefault(rid, control)
             if request is not None:
+                logs.bind(
+                    request_id=request.request_id,
+                    tenant_id=request.tenant_id,
+                    model=request.body.model,
+                    batch_id=request.batch_id,
+                    trace_id=trace_id(header(record.headers, TRACEPARENT)),
+                )
                 control.batch_id = request.batch_id
                 if self._cancellations.is_cancelled(request.batch_id):
                     control.cancel(f"batch {request.batch_id} was cancelled")
@@ -304,6 +317,13 @@ class Worker:
                 await self._commit()
             except BrokerUnavailableError as exc:
                 log.warning("commit failed, will retry: %s", exc)
+
+    async def _lag_loop(self) -> None:
+        # Every 5 s: lag moves slowly next to generation, and the scrape interval is longer.
+        while True:
+            await asyncio.sleep(5)
+            for tp, lag in (await self._consumer.lag()).items():
+                self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _commit(self, tps: set[TopicPartition] | None = None) -> None:
         offsets = self._tracker.committable(tps)

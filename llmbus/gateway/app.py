@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmbus import logs, tracing
 from llmbus.errors import LlmbusError
 from llmbus.gateway.auth import Principal
 from llmbus.gateway.batches_api import router as batches_router
@@ -23,6 +24,8 @@ from llmbus.gateway.middleware import BodyLimit, CallAudit
 from llmbus.gateway.openai_errors import GatewayError, from_llmbus
 from llmbus.gateway.routes_common import ERROR_RESPONSES, principal_of
 from llmbus.gateway.service import GatewayService
+from llmbus.producers import LlmbusClient
+from llmbus.schemas import ChatRequest
 
 _READY_TIMEOUT_S = 3.0
 """A readiness probe must answer quickly; a dependency slower than this counts as down."""
@@ -104,10 +107,17 @@ def create_app(service: GatewayService) -> Any:
         parts.limiter.admit(who.subject, prompt_chars // 4 + max_tokens, rpm=who.rpm, tpm=who.tpm)
         chat = to_request(parts.client, body, who, max_tokens=max_tokens, deadline_s=None)
         request.state.request_id = chat.request_id
+        logs.bind(request_id=chat.request_id, tenant_id=who.tenant_id, model=body.model)
+        with tracing.attached(request.headers):
+            return await _answer(parts.client, chat, body)
+
+    async def _answer(
+        client: LlmbusClient, chat: ChatRequest, body: ChatCompletionBody
+    ) -> Response:
         if not body.stream:
-            return JSONResponse(await complete(parts.client, chat))
+            return JSONResponse(await complete(client, chat))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = ChunkStream(parts.client, chat, include_usage)
+        stream = ChunkStream(client, chat, include_usage)
         await stream.open()
         return StreamingResponse(
             stream.events(),

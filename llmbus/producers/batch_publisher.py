@@ -15,6 +15,7 @@ from llmbus.schemas import (
     encode,
 )
 from llmbus.settings import batch_topic
+from llmbus.tracing import TRACEPARENT, outgoing_traceparent
 
 _WINDOW = 2_000
 """Records queued but not yet acknowledged: enough to keep the producer's batches full,
@@ -50,6 +51,7 @@ class BatchPublisher:
         pending: deque[asyncio.Future[object]] = deque()
         for request in requests:
             value, headers = encode(request)
+            headers = [*headers, (TRACEPARENT, outgoing_traceparent().encode())]
             topic = batch_topic(self._prefix, request.body.model)
             pending.append(
                 await self._producer.enqueue(topic, value, headers, key=request.request_id.encode())

@@ -32,6 +32,7 @@ from llmbus.schemas import (
     encode,
 )
 from llmbus.settings import Settings, requests_topic
+from llmbus.tracing import TRACEPARENT, outgoing_traceparent
 
 
 class LlmbusClient:
@@ -205,6 +206,7 @@ class LlmbusClient:
         queue = self._router.subscribe(rid)
         try:
             value, headers = encode(request)
+            headers = [*headers, (TRACEPARENT, outgoing_traceparent().encode())]
             topic = requests_topic(self._prefix, request.body.model)
             await self._publish(topic, value, headers, rid)
             timeout = self._timeout_s
