@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from tests.gateway.keys import create_key
 pytestmark = pytest.mark.integration
 
 
-async def test_no_server_errors_and_no_schema_violations(bus: Bus) -> None:
+async def test_no_server_errors_and_no_schema_violations(bus: Bus, tmp_path: Path) -> None:
     # A stand-in engine keeps the generated chats fast; the HTTP side is the subject here.
     bus.spawn_worker_process("schema-worker", step_s=0.01)
     url = await bus.start_gateway({"LLMBUS_GATEWAY_MAX_TOKENS": "16"})
@@ -30,6 +31,7 @@ async def test_no_server_errors_and_no_schema_violations(bus: Bus) -> None:
         "--generation-deterministic",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,  # schemathesis keeps a cache folder in its working directory
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=900)
     report = out.decode()
