@@ -20,7 +20,7 @@ from typing import Any
 
 from llmbus.errors import BatchInputError
 from llmbus.producers.batch_publisher import BatchPublisher
-from llmbus.schemas import ChatRequest, Priority
+from llmbus.schemas import ChatRequest, Priority, ReplyTo
 from llmbus.schemas.batch_input import ParsedBatch, output_line, parse_batch_lines
 from llmbus.store.batch_store import BatchStatus, BatchStore, new_batch_id
 
@@ -78,20 +78,9 @@ class BatchJobs:
         if not parsed.lines:
             raise BatchInputError(f"no requests in {source}", [])
         batch_id = new_batch_id()
-        models = {line.body.model for _, line in parsed.lines}
-        await self._store.create(
-            batch_id,
-            kind="batch",
-            model=",".join(sorted(models)),
-            total=len(parsed.lines),
-            tenant_id=options.tenant_id,
-            user_id=options.user_id,
-            source=source,
-            params={"priority": options.priority.value, "skipped_lines": parsed.error_count},
-        )
         if on_total:
             on_total(len(parsed.lines))
-        reply_to = await self._publisher.reply_to(batch_id)
+        reply_to = await self.reply_to(batch_id)
         now = datetime.now(UTC)
         requests = [
             ChatRequest(
@@ -108,9 +97,47 @@ class BatchJobs:
             )
             for number, line in parsed.lines
         ]
+        await self.enqueue(
+            batch_id,
+            requests,
+            kind="batch",
+            tenant_id=options.tenant_id,
+            user_id=options.user_id,
+            source=source,
+            params={"priority": options.priority.value, "skipped_lines": parsed.error_count},
+            on_acked=on_acked,
+        )
+        return Submitted(batch_id, len(requests), parsed)
+
+    async def reply_to(self, batch_id: str) -> ReplyTo:
+        return await self._publisher.reply_to(batch_id)
+
+    async def enqueue(
+        self,
+        batch_id: str,
+        requests: list[ChatRequest],
+        *,
+        kind: str,
+        tenant_id: str | None,
+        user_id: str | None,
+        source: str | None,
+        params: dict[str, Any],
+        on_acked: Callable[[int], None] | None = None,
+    ) -> None:
+        """Record the batch, publish its requests, then mark it published (the order in
+        this module's docstring). Batch jobs and replay runs both come through here."""
+        await self._store.create(
+            batch_id,
+            kind=kind,
+            model=",".join(sorted({r.body.model for r in requests})),
+            total=len(requests),
+            tenant_id=tenant_id,
+            user_id=user_id,
+            source=source,
+            params=params,
+        )
         await self._publisher.publish(requests, on_acked)
         await self._store.add_event(batch_id, "published")
-        return Submitted(batch_id, len(requests), parsed)
 
     async def cancel(self, batch_id: str) -> BatchStatus:
         """Queued requests are skipped and running ones aborted by the workers; the

@@ -58,7 +58,8 @@ async def open_jobs(settings: Settings, *, analyst: bool = False) -> AsyncIterat
             control_topic=settings.control_topic,
         )
         query = ConversationQuery(db)
-        yield Jobs(BatchJobs(store, publisher), store, ReplayRuns(query, store, publisher), query)
+        batches = BatchJobs(store, publisher)
+        yield Jobs(batches, store, ReplayRuns(query, batches), query)
 
 
 def _status_line(s: BatchStatus) -> str:

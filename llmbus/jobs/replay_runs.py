@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llmbus.producers.batch_publisher import BatchPublisher
+from llmbus.jobs.batch_jobs import BatchJobs
 from llmbus.schemas import ChatCompletionRequest, ChatRequest, Priority
-from llmbus.store.batch_store import BatchStore, new_batch_id
+from llmbus.store.batch_store import new_batch_id
 from llmbus.store.conversation_query import ConversationFilter, ConversationQuery
 
 MAX_REPLAY = 50_000
@@ -38,12 +38,9 @@ class ReplayStarted:
 
 
 class ReplayRuns:
-    def __init__(
-        self, query: ConversationQuery, store: BatchStore, publisher: BatchPublisher
-    ) -> None:
+    def __init__(self, query: ConversationQuery, jobs: BatchJobs) -> None:
         self._query = query
-        self._store = store
-        self._publisher = publisher
+        self._jobs = jobs
 
     async def start(
         self,
@@ -63,7 +60,7 @@ class ReplayRuns:
             return ReplayStarted(None, 0)
         run_id = new_batch_id("replay")
         now = datetime.now(UTC)
-        reply_to = await self._publisher.reply_to(run_id)
+        reply_to = await self._jobs.reply_to(run_id)
         requests = [
             ChatRequest(
                 request_id=f"{run_id}-{n}",
@@ -80,11 +77,10 @@ class ReplayRuns:
             )
             for n, row in enumerate(originals, start=1)
         ]
-        await self._store.create(
+        await self._jobs.enqueue(
             run_id,
+            requests,
             kind="replay",
-            model=",".join(sorted({r.body.model for r in requests})),
-            total=len(requests),
             tenant_id=selection.tenant_id,
             user_id=None,
             source=None,
@@ -93,9 +89,8 @@ class ReplayRuns:
                 "overrides": options.overrides or {},
                 "filter": _describe(selection),
             },
+            on_acked=on_acked,
         )
-        await self._publisher.publish(requests, on_acked)
-        await self._store.add_event(run_id, "published")
         return ReplayStarted(run_id, len(requests))
 
 
