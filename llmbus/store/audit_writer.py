@@ -6,11 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llmbus.errors import NotStartedError
 from llmbus.schemas import ChatRequest, ChatResult, ErrorReply
-from llmbus.store.database import make_engine, mapped
+from llmbus.store.database import Database, mapped
 from llmbus.store.tables import requests, results
 
 
@@ -86,24 +84,19 @@ class AuditWriter:
     (the first final wins)."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
-        self._engine: AsyncEngine | None = None
+        self._db = Database(url, pool_size=2)
 
     async def start(self) -> None:
-        self._engine = make_engine(self._url, pool_size=2)
+        await self._db.start()
 
     async def stop(self) -> None:
-        if self._engine is not None:
-            engine, self._engine = self._engine, None
-            await engine.dispose()
+        await self._db.stop()
 
     async def write(
         self, request_rows: list[dict[str, Any]], result_rows: list[dict[str, Any]]
     ) -> None:
         """Raises DatabaseUnavailableError when the database is away (caller retries)."""
-        engine = self._engine
-        if engine is None:
-            raise NotStartedError("AuditWriter used before start()")
+        engine = self._db.engine  # NotStartedError before start()
 
         async def op() -> None:
             async with engine.begin() as conn:
