@@ -7,11 +7,13 @@ separate consumer group copies what it reads into the audit trail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from llmbus.bus import GroupConsumer, Kafka, Record, TopicPartition
+from llmbus.consumers.lag_gauge import report_lag
 from llmbus.errors import BrokerUnavailableError, DatabaseUnavailableError
 from llmbus.metrics import AuditMetrics
 from llmbus.schemas import ChatRequest, ChatResult, ErrorReply, Kind, WireDecodeError, decode
@@ -61,8 +63,10 @@ class Auditor:
 
     async def run(self) -> None:
         await self._writer.start()
+        lag: asyncio.Task[None] | None = None
         try:
             await self._consumer.start()
+            lag = asyncio.create_task(report_lag(self._consumer, self._metrics.backlog))
             while not self._stopping.is_set():
                 try:
                     records = await self._consumer.getmany(
@@ -76,9 +80,11 @@ class Auditor:
                 if records:
                     await self._store(records)
                     await self._commit(records)
-                for tp, lag in (await self._consumer.lag()).items():
-                    self._metrics.backlog.labels(tp.topic, str(tp.partition)).set(lag)
         finally:
+            if lag is not None:
+                lag.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lag
             await self._consumer.stop()
             await self._writer.stop()
 

@@ -20,6 +20,7 @@ from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.batch_cancellations import BatchCancellations
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
+from llmbus.consumers.lag_gauge import report_lag
 from llmbus.consumers.lanes import LaneAdmission
 from llmbus.consumers.offsets import OffsetTracker
 from llmbus.consumers.request_control import RequestControl
@@ -170,7 +171,7 @@ class Worker:
             )
             background = [
                 asyncio.create_task(self._commit_loop()),
-                asyncio.create_task(self._lag_loop()),
+                asyncio.create_task(report_lag(self._consumer, self._metrics.consumer_lag)),
             ]
             try:
                 await self._fetch_loop()
@@ -317,13 +318,6 @@ class Worker:
                 await self._commit()
             except BrokerUnavailableError as exc:
                 log.warning("commit failed, will retry: %s", exc)
-
-    async def _lag_loop(self) -> None:
-        # Every 5 s: lag moves slowly next to generation, and the scrape interval is longer.
-        while True:
-            await asyncio.sleep(5)
-            for tp, lag in (await self._consumer.lag()).items():
-                self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _commit(self, tps: set[TopicPartition] | None = None) -> None:
         offsets = self._tracker.committable(tps)
