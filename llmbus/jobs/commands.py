@@ -37,19 +37,26 @@ class Jobs:
 
 
 @contextlib.asynccontextmanager
-async def open_jobs(settings: Settings, *, analyst: bool = False) -> AsyncIterator[Jobs]:
-    """Database and Kafka clients for one command. Analysts' read-only commands use the
-    reader role when it is configured."""
+async def open_jobs(
+    settings: Settings, *, analyst: bool = False, publishes: bool = False
+) -> AsyncIterator[Jobs]:
+    """Database (and, for commands that publish, Kafka) clients for one command. Reading
+    commands never touch Kafka, so they work while the broker is away. Analysts'
+    read-only commands use the reader role when it is configured."""
     url = (settings.analyst_database_url if analyst else None) or settings.database_url
     if url is None:
         raise SetupError("LLMBUS_DATABASE_URL is not set (run `llmbus up` or set it)")
-    await ensure_topics(settings.kafka, settings.topics())
     producer = BusProducer(
         settings.kafka,
         client_id="llmbus-batch",
         max_request_bytes=settings.max_request_bytes,
     )
-    async with Database(url.get_secret_value()) as db, producer:
+    async with contextlib.AsyncExitStack() as stack:
+        db = await stack.enter_async_context(Database(url.get_secret_value()))
+        if publishes:
+            await ensure_topics(settings.kafka, settings.topics())
+            # Unstarted otherwise: a publish by mistake fails with NotStartedError.
+            await stack.enter_async_context(producer)
         store = BatchStore(db)
         publisher = BatchPublisher(
             producer,
@@ -89,7 +96,7 @@ async def _follow(jobs: Jobs, batch_id: str) -> BatchStatus:
 
 
 async def cmd_batch(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_jobs(settings) as jobs:
+    async with open_jobs(settings, publishes=args.action in ("submit", "cancel")) as jobs:
         if args.action == "submit":
             return await _submit(jobs, args)
         if args.action == "status":
@@ -176,7 +183,7 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         if v is not None
     }
     options = ReplayOptions(model=args.to_model, overrides=overrides)
-    async with open_jobs(settings) as jobs:
+    async with open_jobs(settings, publishes=not args.dry_run) as jobs:
         started = await jobs.replays.start(
             _filter(args, only_ok=True), options, dry_run=args.dry_run
         )
