@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmbus.errors import BatchInputError, LlmbusError, NotFoundError
+from llmbus.errors import BatchInputError, NotFoundError
 from llmbus.gateway.auth import Principal
-from llmbus.gateway.openai_errors import GatewayError, from_llmbus
+from llmbus.gateway.openai_errors import GatewayError
 from llmbus.gateway.routes_common import ERROR_RESPONSES, principal_of, service_of
 from llmbus.jobs.batch_jobs import SubmitOptions
 from llmbus.schemas.batch_input import BATCH_URL
@@ -77,10 +77,7 @@ def file_object(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _owned_batch(request: Request, batch_id: str, who: Principal) -> BatchStatus:
-    try:
-        status = await service_of(request).parts.batch_store.status(batch_id)
-    except LlmbusError as exc:
-        raise from_llmbus(exc) from exc
+    status = await service_of(request).parts.batch_store.status(batch_id)
     if status.tenant_id != who.tenant_id:
         raise GatewayError(404, "not_found", f"no batch {batch_id!r}")
     return status
@@ -116,10 +113,7 @@ async def file_content(request: Request, file_id: str, who: Caller) -> Response:
                 if ok == want_ok:
                     out.write(json.dumps(line, ensure_ascii=False) + "\n")
             return Response(out.getvalue(), media_type="application/jsonl")
-    try:
-        row = await parts.files.get(file_id, tenant_id=who.tenant_id)
-    except NotFoundError as exc:
-        raise GatewayError(404, "not_found", str(exc)) from exc
+    row = await parts.files.get(file_id, tenant_id=who.tenant_id)  # 404 via the app's handler
     return Response(row["content"], media_type="application/jsonl")
 
 
@@ -140,8 +134,6 @@ async def create_batch(request: Request, body: CreateBatch, who: Caller) -> dict
         raise GatewayError(
             400, "invalid_request", f"{exc}: {detail}", param="input_file_id"
         ) from exc
-    except LlmbusError as exc:
-        raise from_llmbus(exc) from exc
     request.state.request_id = submitted.batch_id
     return batch_object(await parts.batch_store.status(submitted.batch_id))
 
@@ -164,8 +156,4 @@ async def list_batches(request: Request, who: Caller, limit: int = 20) -> dict[s
 @router.post("/v1/batches/{batch_id}/cancel", responses=ERROR_RESPONSES)
 async def cancel_batch(request: Request, batch_id: str, who: Caller) -> dict[str, Any]:
     await _owned_batch(request, batch_id, who)
-    try:
-        status = await service_of(request).parts.batches.cancel(batch_id)
-    except LlmbusError as exc:
-        raise from_llmbus(exc) from exc
-    return batch_object(status)
+    return batch_object(await service_of(request).parts.batches.cancel(batch_id))

@@ -64,13 +64,11 @@ def to_request(
 
 
 async def complete(client: LlmbusClient, request: ChatRequest) -> dict[str, Any]:
-    try:
-        async with contextlib.aclosing(client.send(request)) as replies:
-            async for reply in replies:
-                if isinstance(reply, ChatResult):
-                    return reply.completion.model_dump(mode="json")
-    except LlmbusError as exc:
-        raise from_llmbus(exc) from exc
+    # An LlmbusError propagates to the app's handler, which answers in OpenAI's shape.
+    async with contextlib.aclosing(client.send(request)) as replies:
+        async for reply in replies:
+            if isinstance(reply, ChatResult):
+                return reply.completion.model_dump(mode="json")
     raise GatewayError(500, "internal_error", "no final reply")
 
 
@@ -96,13 +94,16 @@ class ChunkStream:
             await self._replies.aclose()
             raise from_llmbus(exc) from exc
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
+    def _chunk(self, delta: dict[str, Any], finish: str | None) -> bytes:
+        return self._event([{"index": 0, "delta": delta, "finish_reason": finish}])
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body = {
             "id": self._id,
             "object": "chat.completion.chunk",
             "created": self._created,
             "model": self._request.body.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": choices,
             **extra,
         }
         return b"data: " + json.dumps(body).encode() + b"\n\n"
@@ -118,8 +119,7 @@ class ChunkStream:
                     choice = reply.completion.choices[0]
                     yield self._chunk({}, choice.finish_reason)
                     if self._include_usage:
-                        usage = reply.completion.usage.model_dump()
-                        yield self._usage_chunk(usage)
+                        yield self._event([], usage=reply.completion.usage.model_dump())
                     self.finished = True
                     break
                 try:
@@ -132,17 +132,6 @@ class ChunkStream:
             yield b"data: [DONE]\n\n"
         finally:
             await self._close()
-
-    def _usage_chunk(self, usage: dict[str, Any]) -> bytes:
-        body = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._request.body.model,
-            "choices": [],
-            "usage": usage,
-        }
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
 
     async def _close(self) -> None:
         # Shielded: this runs when the client went away and the response task is being
