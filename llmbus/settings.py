@@ -191,14 +191,12 @@ class Settings(BaseSettings):
     @property
     def answered_topic(self) -> str:
         """Co-partitioned with the request topic (see consumers/answered_log.py)."""
-        safe = self.requests_topic.rsplit(".requests.", 1)[1]
-        return f"{self.topic_prefix}.answered.{safe}"
+        return f"{self.topic_prefix}.answered.{_safe(self.model)}"
 
     @property
     def batch_answered_topic(self) -> str:
         """The batch lane's answered log, co-partitioned with the batch topic."""
-        safe = self.requests_topic.rsplit(".requests.", 1)[1]
-        return f"{self.topic_prefix}.answered-batch.{safe}"
+        return f"{self.topic_prefix}.answered-batch.{_safe(self.model)}"
 
     @property
     def dead_letter_topic(self) -> str:

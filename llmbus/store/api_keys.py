@@ -65,7 +65,7 @@ class KeyStore:
         return f"llmbus_{key_id}_{secret}", info
 
     async def revoke(self, key_id: str) -> None:
-        if not [k for k in await self.keys(include_revoked=True) if k.key_id == key_id]:
+        if not await self._select(key_id):
             raise NotFoundError(f"no key {key_id!r}")
 
         async def op() -> None:
