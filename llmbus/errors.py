@@ -80,6 +80,13 @@ class ContextLengthExceededError(InvalidRequestError):
     code = ErrorCode.CONTEXT_LENGTH_EXCEEDED
 
 
+class EngineKillerError(InvalidRequestError):
+    """The request killed the engine again while it ran alone in it: poison for the engine,
+    refused and dead-lettered instead of killing every worker that takes it."""
+
+    code = ErrorCode.ENGINE_ERROR
+
+
 class DeadlineExceededError(LlmbusError):
     code = ErrorCode.DEADLINE_EXCEEDED
 

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from llmbus.bus import BusProducer, Record
-from llmbus.consumers.answered_log import AnsweredLog
+from llmbus.consumers.answered_log import AnsweredLog, Suspicion
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine, GenerationParams
+from llmbus.consumers.engine_gate import EngineGate
 from llmbus.consumers.recent_finals import Headers
 from llmbus.consumers.request_control import RequestControl
 from llmbus.errors import (
@@ -23,6 +24,7 @@ from llmbus.errors import (
     ContextLengthExceededError,
     DeadlineExceededError,
     EngineDeadError,
+    EngineKillerError,
     HandedBackError,
     InvalidRequestError,
     LlmbusError,
@@ -92,8 +94,10 @@ class RequestProcessor:
         metrics: WorkerMetrics,
         dead_letters: DeadLetters,
         answered: Mapping[str, AnsweredLog],
+        gate: EngineGate,
     ) -> None:
         self._engine = engine
+        self._gate = gate
         self._producer = producer
         self._config = config
         self._metrics = metrics
@@ -141,7 +145,19 @@ class RequestProcessor:
         with continued(incoming, "llmbus.worker.request") as traceparent:
             trace = [(TRACEPARENT, traceparent.encode())]
             try:
-                value, headers = await self._answer(request, control, trace)
+                suspicion = answered.suspicion(rid)
+                if suspicion is Suspicion.CULPRIT:
+                    raise EngineKillerError(
+                        "this request crashed the inference engine again while it ran alone "
+                        "in it; it is not run again"
+                    )
+                if suspicion is Suspicion.SUSPECT:
+                    log.warning(
+                        "was in the engine when it died; running it alone",
+                        extra={"request_id": rid},
+                    )
+                alone = suspicion is Suspicion.SUSPECT
+                value, headers = await self._answer(record, request, control, trace, alone)
             except (EngineDeadError, HandedBackError):
                 raise
             except InvalidRequestError as exc:
@@ -187,7 +203,12 @@ class RequestProcessor:
         )
 
     async def _answer(
-        self, request: ChatRequest, control: RequestControl, trace: Headers
+        self,
+        record: Record,
+        request: ChatRequest,
+        control: RequestControl,
+        trace: Headers,
+        alone: bool,
     ) -> tuple[bytes, list[tuple[str, bytes]]]:
         cfg = self._config
         if request.body.model != cfg.served_model:
@@ -204,7 +225,9 @@ class RequestProcessor:
         queue_ms = max(0.0, (now - request.created_at).total_seconds() * 1000)
         self._metrics.queue_seconds.observe(queue_ms / 1000)
         start = time.monotonic()
-        out = await self._generate(request, prompt_ids, params, control, queue_ms, start, trace)
+        out = await self._generate(
+            record, request, prompt_ids, params, control, queue_ms, start, trace, alone
+        )
         total_ms = queue_ms + (time.monotonic() - start) * 1000
         completion = ChatCompletion(
             id=f"chatcmpl-{request.request_id}",
@@ -241,6 +264,7 @@ class RequestProcessor:
 
     async def _generate(
         self,
+        record: Record,
         request: ChatRequest,
         prompt_ids: list[int],
         params: GenerationParams,
@@ -248,6 +272,7 @@ class RequestProcessor:
         queue_ms: float,
         start: float,
         trace: Headers,
+        alone: bool,
     ) -> _Generated:
         """Stream from the engine until done, cancelled (abort) or past the deadline (abort)."""
         rid = request.request_id
@@ -262,7 +287,11 @@ class RequestProcessor:
             when = loop.time() + (request.deadline - datetime.now(UTC)).total_seconds()
         watcher = asyncio.create_task(self._abort_when_set(control.stop, rid))
         try:
-            async with asyncio.timeout_at(when):
+            async with (
+                asyncio.timeout_at(when),
+                self._gate.enter(rid, record, alone=alone, stop=control.stop),
+            ):
+                control.raise_if_stopped("before it reached the engine")
                 async for chunk in self._engine.generate(rid, prompt_ids, params):
                     if ttft_ms is None and chunk.completion_tokens > 0:
                         ttft_ms = queue_ms + (time.monotonic() - start) * 1000

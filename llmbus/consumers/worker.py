@@ -20,6 +20,7 @@ from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.batch_cancellations import BatchCancellations
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
+from llmbus.consumers.engine_gate import EngineGate
 from llmbus.consumers.lag_gauge import report_lag
 from llmbus.consumers.lanes import LaneAdmission
 from llmbus.consumers.offsets import OffsetTracker
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 _HANDBACK_WAIT_S = 10.0
 """How long a revocation waits for handed-back requests to stop (an abort takes one
 engine step); bounded so a stuck send cannot hold up the group's rebalance forever."""
+
+_DEATH_MARKS_WAIT_S = 10.0
+"""How long a worker whose engine died tries to record which requests were in it before
+it exits anyway (Kafka may be away too); without the marks, the next owner runs those
+requests normally instead of alone."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class Worker:
             self._cancel_batch,
             client_id=f"worker-{config.worker_id}-control",
         )
+        self._gate = EngineGate()
         self._processor: RequestProcessor | None = None
 
     async def run(self) -> None:
@@ -168,6 +175,7 @@ class Worker:
                     max_bytes=self._config.max_request_bytes,
                 ),
                 self._answered,
+                self._gate,
             )
             background = [
                 asyncio.create_task(self._commit_loop()),
@@ -183,6 +191,8 @@ class Worker:
                         await task
             if self._fatal is None:
                 await self._commit()
+            elif isinstance(self._fatal, EngineDeadError):
+                await self._mark_engine_death()
         finally:
             await self._consumer.stop()
             await self._cancellations.stop()
@@ -293,6 +303,24 @@ class Worker:
             if rid is not None and self._running.get(rid) is control:
                 del self._running[rid]
         self._tracker.finish(record.tp, record.offset)
+
+    async def _mark_engine_death(self) -> None:
+        """Write an engine-death mark for each request that was in the engine, so the next
+        owner runs them alone and the one that kills the engine is found and refused."""
+        inside = self._gate.died_with or {}
+        marks = [
+            self._answered[record.topic].mark_engine_death(
+                record, rid, in_engine=len(inside), worker_id=self._config.worker_id
+            )
+            for rid, record in inside.items()
+        ]
+        try:
+            async with asyncio.timeout(_DEATH_MARKS_WAIT_S):
+                await asyncio.gather(*marks)
+        except (TimeoutError, BrokerUnavailableError) as exc:
+            log.error("engine-death marks of %d requests not recorded: %r", len(inside), exc)
+            return
+        log.error("engine died with %d requests in it: %s", len(inside), ", ".join(sorted(inside)))
 
     def _cancel_batch(self, batch_id: str) -> None:
         for control in self._running.values():

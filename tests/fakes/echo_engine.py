@@ -3,6 +3,9 @@
 It answers "echo: <last user message>" one word per step, ``step_s`` apart, so tests can
 kill, stop or cancel a worker mid-generation quickly and repeatably. The real path (Kafka,
 offsets, replies, audit) is unchanged; only vLLM is replaced.
+
+Like vLLM's, its death is global: once it dies, every request in it and every later one
+fails with EngineDeadError. A prompt containing ``KILLER_PROMPT`` kills it two steps in.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from llmbus.consumers.engine import Chunk, GenerationParams
 from llmbus.errors import EngineDeadError, EngineRequestError
 from llmbus.settings import Settings
 
+KILLER_PROMPT = "KILL-THE-ENGINE"
+
 
 class EchoEngine:
     def __init__(
@@ -26,6 +31,7 @@ class EchoEngine:
         self._max_num_seqs = max_num_seqs
         self._step_s = step_s
         self._aborted: set[str] = set()
+        self._dead = False
         self.seen: list[str] = []
 
     @property
@@ -44,15 +50,22 @@ class EchoEngine:
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
         text = messages[-1]["content"]
-        return [len(w) for w in text.split()] or [0]
+        # -1 stands for the killer word, so generate() sees it in the token ids.
+        return [-1 if w == KILLER_PROMPT else len(w) for w in text.split()] or [0]
+
+    def _die(self) -> None:
+        self._dead = True
+        raise EngineDeadError("stand-in engine died")
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: GenerationParams
     ) -> AsyncIterator[Chunk]:
+        if self._dead:
+            self._die()
         self.seen.append(request_id)
         if self._die_after is not None and len(self.seen) > self._die_after:
             await asyncio.sleep(self._step_s * 3)  # others are mid-generation by now
-            raise EngineDeadError("stand-in engine died")
+            self._die()
         if params.stop and "FAIL" in params.stop:
             raise EngineRequestError("stand-in engine was told to fail this request")
 
@@ -60,6 +73,8 @@ class EchoEngine:
         words = words[: params.max_tokens]
         for i, word in enumerate(words):
             await asyncio.sleep(self._step_s)
+            if self._dead or (i == 2 and -1 in prompt_token_ids):
+                self._die()
             if request_id in self._aborted:
                 yield Chunk("", i, "abort")
                 return
