@@ -106,6 +106,29 @@ def test_keda_scales_on_lag_of_both_lanes_instead_of_hpa(helm: str) -> None:
     assert "replicas" not in worker  # the autoscaler owns the count
 
 
+def test_keda_reads_lag_with_the_workers_sasl_credentials_by_reference(helm: str) -> None:
+    docs = render(
+        helm,
+        "worker.autoscaling.keda.enabled=true",
+        "kafka.securityProtocol=SASL_SSL",
+        "kafka.saslMechanism=SCRAM-SHA-512",
+        "kafka.existingSecret=kafka-creds",
+    )
+    auth = by_kind(docs, "TriggerAuthentication")["rel-llmbus-worker-kafka"]["spec"]
+    assert auth["secretTargetRef"] == [
+        {"parameter": "username", "name": "kafka-creds", "key": "username"},
+        {"parameter": "password", "name": "kafka-creds", "key": "password"},
+    ]
+    scaled = by_kind(docs, "ScaledObject")["rel-llmbus-worker"]["spec"]
+    for trigger in scaled["triggers"]:
+        assert trigger["authenticationRef"] == {"name": "rel-llmbus-worker-kafka"}
+        assert trigger["metadata"]["sasl"] == "scram_sha512"
+        assert trigger["metadata"]["tls"] == "enable"
+        assert "password" not in trigger["metadata"]
+    plain = render(helm, "worker.autoscaling.keda.enabled=true")
+    assert not by_kind(plain, "TriggerAuthentication")
+
+
 def test_gpu_off_ingress_tls_and_service_monitor(helm: str) -> None:
     docs = render(
         helm,
@@ -128,6 +151,10 @@ def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
         "kafka.securityProtocol=SASL_WHATEVER": "securityProtocol",
         "gateway.port=80": "port",
         "gateway.ingress.enabled=true,gateway.ingress.tlsSecret=": "tlsSecret is required",
+        "worker.autoscaling.keda.enabled=true,kafka.securityProtocol=SASL_SSL,"
+        "kafka.saslMechanism=PLAIN": "kafka.existingSecret is required",
+        "worker.autoscaling.keda.enabled=true,kafka.securityProtocol=SASL_PLAINTEXT,"
+        "kafka.existingSecret=s": "saslMechanism must be",
     }
     for bad, why in cases.items():
         args = [helm, "template", "rel", str(CHART), "--kube-version", "1.30.0", "--set", bad]
