@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     gateway_default_rpm: int = 600
     gateway_default_tpm: int = 200_000
     """Per-key limits when a key was created without its own."""
+    gateway_shared_rate_limits: bool = True
+    """Count limits in PostgreSQL, shared by every gateway replica (one short transaction
+    per call); off, each replica limits on its own."""
     gateway_key_cache_s: float = 30.0
     """How long a verified key is trusted without asking PostgreSQL again: a revocation
     takes effect within this time, and the database sees one lookup per key per window."""

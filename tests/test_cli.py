@@ -82,8 +82,12 @@ async def test_database_roles_have_least_privilege(stack: LocalStack) -> None:
     try:
         async with writer.connect() as conn:
             assert await conn.scalar(text("SELECT count(*) >= 0 FROM results"))
+            # The gateway's counters are the one exception: it increments and sweeps them.
+            await conn.execute(text("DELETE FROM rate_usage WHERE minute < 0"))
+            await conn.rollback()
             for stmt in (
                 "DELETE FROM results",
+                "DELETE FROM batch_events",
                 "UPDATE results SET output = 'x'",
                 "DROP TABLE results",
                 "CREATE TABLE evil (x int)",
@@ -100,7 +104,7 @@ async def test_database_roles_have_least_privilege(stack: LocalStack) -> None:
                     )
                 )
             await conn.rollback()
-            for table in ("api_keys", "api_key_revocations", "files"):
+            for table in ("api_keys", "api_key_revocations", "files", "rate_usage"):
                 with pytest.raises(ProgrammingError, match="permission denied"):
                     await conn.execute(text(f"SELECT count(*) FROM {table}"))
                 await conn.rollback()

@@ -104,7 +104,9 @@ def create_app(service: GatewayService) -> Any:
             )  # fmt: skip
         # ~4 characters per token: a cheap, conservative estimate made before the call.
         prompt_chars = sum(len(m.content) for m in body.messages)
-        parts.limiter.admit(who.subject, prompt_chars // 4 + max_tokens, rpm=who.rpm, tpm=who.tpm)
+        await parts.limiter.admit(
+            who.subject, prompt_chars // 4 + max_tokens, rpm=who.rpm, tpm=who.tpm
+        )
         chat = to_request(parts.client, body, who, max_tokens=max_tokens, deadline_s=None)
         request.state.request_id = chat.request_id
         logs.bind(request_id=chat.request_id, tenant_id=who.tenant_id, model=body.model)

@@ -21,6 +21,7 @@ from llmbus.store.batch_store import BatchStore
 from llmbus.store.call_log import CallLog
 from llmbus.store.database import Database
 from llmbus.store.file_store import FileStore
+from llmbus.store.rate_usage import RateUsage
 
 
 @dataclass
@@ -83,7 +84,9 @@ class GatewayService:
                 KeyStore(self.db), cache_s=s.gateway_key_cache_s, jwt_config=jwt_config
             ),
             limiter=RateLimiter(
-                default_rpm=s.gateway_default_rpm, default_tpm=s.gateway_default_tpm
+                default_rpm=s.gateway_default_rpm,
+                default_tpm=s.gateway_default_tpm,
+                shared=RateUsage(self.db) if s.gateway_shared_rate_limits else None,
             ),
             batches=BatchJobs(batch_store, publisher),
             batch_store=batch_store,

@@ -4,7 +4,8 @@ Roles follow least privilege:
 
 * ``llmbus_admin``: the cluster's superuser, used only here to create roles and the database;
 * ``llmbus_owner``: owns the ``llmbus`` schema and runs the migrations;
-* ``llmbus_writer``: the auditor; may INSERT and SELECT, never UPDATE, DELETE or DDL;
+* ``llmbus_writer``: the auditor and the gateway; may INSERT and SELECT, never UPDATE,
+  DELETE or DDL, except on the gateway's ``rate_usage`` counters (migration 0004);
 * ``llmbus_reader``: analysts; SELECT only.
 
 Passwords are random, kept in ``<state>/secrets.json`` (mode 0600), never printed.

@@ -144,3 +144,14 @@ gateway_calls = Table(
     Column("error_code", String(64)),
 )
 """One row per HTTP call to the gateway, refused ones included."""
+
+rate_usage = Table(
+    "rate_usage",
+    metadata,
+    Column("subject", String(160), primary_key=True),
+    Column("minute", BigInteger, primary_key=True),
+    Column("requests", Integer, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+)
+"""Requests and tokens admitted per gateway subject (key) and epoch minute, shared by every
+gateway replica. Counters, not audit: the one table the writer role may UPDATE and DELETE."""

@@ -56,13 +56,15 @@ async def test_missing_wrong_and_revoked_keys_are_refused(bus: Bus) -> None:
 async def test_rate_limits_answer_429_with_retry_after(bus: Bus, engine: Engine) -> None:
     await bus.start_worker(engine)
     url = await bus.start_gateway()
+    other_replica = await bus.start_gateway()
     model = bus.settings.model
     msg = [{"role": "user", "content": "hi"}]
-    slow = openai.AsyncOpenAI(
-        base_url=f"{url}/v1", api_key=await create_key(bus, "rl", "--rpm", "2"), max_retries=0
-    )
+    key = await create_key(bus, "rl", "--rpm", "2")
+    slow = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    same_key = openai.AsyncOpenAI(base_url=f"{other_replica}/v1", api_key=key, max_retries=0)
+    # One call on each replica: the key's limit is shared, so the third call is refused.
     await slow.chat.completions.create(model=model, messages=msg, max_tokens=2)
-    await slow.chat.completions.create(model=model, messages=msg, max_tokens=2)
+    await same_key.chat.completions.create(model=model, messages=msg, max_tokens=2)
     with pytest.raises(openai.RateLimitError) as limited:
         await slow.chat.completions.create(model=model, messages=msg, max_tokens=2)
     retry_after = int(limited.value.response.headers["retry-after"])
