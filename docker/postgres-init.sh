@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs once, when the compose PostgreSQL volume is created: the same roles as `llmbus up`
-# (owner runs migrations; writer inserts and reads; reader only reads).
+# (owner runs migrations; writer inserts and reads, and updates only the gateway's
+# rate counters, granted by migration 0004; reader only reads).
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<SQL
 CREATE ROLE llmbus_owner LOGIN PASSWORD '${LLMBUS_OWNER_PASSWORD}';
