@@ -2,7 +2,9 @@
 
 A sliding-window counter: at time t the last 60 s hold the current minute's count plus the
 previous minute's count weighted by the share of that minute still inside the window. It
-keeps two rows per key, and errs only where the previous minute's traffic was uneven. One
+keeps two rows per key, and errs only where the previous minute's traffic was uneven: it
+spreads a burst evenly over its minute, so after a burst that fills a whole minute's limit
+the key waits up to 90 s rather than 60 (``retry_after_s`` says exactly how long). One
 admission is one transaction under a per-key advisory lock, so two replicas never both
 take the last slot.
 """

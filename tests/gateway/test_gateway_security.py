@@ -68,7 +68,7 @@ async def test_rate_limits_answer_429_with_retry_after(bus: Bus, engine: Engine)
     with pytest.raises(openai.RateLimitError) as limited:
         await slow.chat.completions.create(model=model, messages=msg, max_tokens=2)
     retry_after = int(limited.value.response.headers["retry-after"])
-    assert 1 <= retry_after <= 60
+    assert 1 <= retry_after <= 90  # the shared sliding-window counter: see store/rate_usage.py
     assert limited.value.code == "rate_limit_exceeded"
 
     thrifty = openai.AsyncOpenAI(

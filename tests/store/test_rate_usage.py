@@ -37,7 +37,11 @@ async def test_two_replicas_share_one_limit(replicas: tuple[RateUsage, RateUsage
     assert outcomes[:5] == [None] * 5
     refusal = outcomes[5]
     assert refusal is not None and refusal.what == "requests" and refusal.limit == 5
-    assert 0 < refusal.retry_after_s <= 120
+    assert 0 < refusal.retry_after_s <= 90
+    # Retry-After is truthful: a little earlier is still refused, on time is admitted.
+    wait = refusal.retry_after_s
+    assert await a.admit(key, 10, rpm=5, tpm=10_000, now=now + wait - 2) is not None
+    assert await b.admit(key, 10, rpm=5, tpm=10_000, now=now + wait + 0.5) is None
     assert await a.admit(f"{key}-other", 10, rpm=5, tpm=10_000, now=now) is None
     tokens = await b.admit(f"{key}-tok", 900, rpm=5, tpm=1_000, now=now)
     assert tokens is None
