@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from llmbus.bus import BusProducer, Kafka, Record, TopicPartition, read_since
@@ -45,7 +45,9 @@ class Suspicion(Enum):
 
 @dataclass
 class _Deaths:
-    count: int = 0
+    marks: set[int] = field(default_factory=set)
+    """Offsets of the marks in the log: a partition loaded again (after a rebalance) does
+    not count the same death twice."""
     alone: bool = False
 
 
@@ -78,7 +80,7 @@ class AnsweredLog:
         if deaths is None:
             return Suspicion.NONE
         # Two deaths, one of them alone: a single death alone may be the hardware's fault.
-        if deaths.count >= 2 and deaths.alone:
+        if len(deaths.marks) >= 2 and deaths.alone:
             return Suspicion.CULPRIT
         return Suspicion.SUSPECT
 
@@ -127,7 +129,7 @@ class AnsweredLog:
             in_engine = header(record.headers, H_ENGINE_DEATH)
             if in_engine is not None:
                 deaths = self._deaths.setdefault(rid, _Deaths())
-                deaths.count += 1
+                deaths.marks.add(record.offset)
                 deaths.alone = deaths.alone or in_engine == "1"
                 continue
             headers = [(k, v) for k, v in record.headers if k != H_SOURCE_OFFSET]
