@@ -169,12 +169,14 @@ class RequestProcessor:
                 log.info("request failed: %s", exc, extra={"request_id": rid})
                 value, headers = self._error_final(rid, exc.code.value, str(exc))
             headers = [*headers, *trace]
+        # Counted when the final is made, like ``completed``: counted after the send, a
+        # requester could see its answer before the counter moved.
+        lane = "batch" if request.batch_id is not None else "interactive"
+        self._metrics.lane_finals.labels(lane, outcome).inc()
         # Answered log first: a crash between the two sends leaves a final the next owner
         # resends from the log, never one that was sent but is unknown to the group.
         await answered.record(record, rid, value, headers)
         await self._send(request.reply_to, value, headers)
-        lane = "batch" if request.batch_id is not None else "interactive"
-        self._metrics.lane_finals.labels(lane, outcome).inc()
 
     async def _poison(
         self, record: Record, code: str, reason: str, reply_to: ReplyTo | None, rid: str | None
