@@ -7,11 +7,11 @@ separate consumer group copies what it reads into the audit trail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+from llmbus.background import cancel_and_wait
 from llmbus.bus import GroupConsumer, Kafka, Record, TopicPartition
 from llmbus.consumers.lag_gauge import report_lag
 from llmbus.errors import BrokerUnavailableError, DatabaseUnavailableError
@@ -81,10 +81,7 @@ class Auditor:
                     await self._store(records)
                     await self._commit(records)
         finally:
-            if lag is not None:
-                lag.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lag
+            await cancel_and_wait(lag)
             await self._consumer.stop()
             await self._writer.stop()
 

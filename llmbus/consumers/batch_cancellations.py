@@ -7,12 +7,12 @@ engine; running ones are aborted through their ``RequestControl``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from llmbus.background import cancel_and_wait
 from llmbus.bus import Kafka, PartitionReader, Record, TopicPartition, read_all
 from llmbus.errors import BrokerUnavailableError, NotStartedError
 from llmbus.schemas import BatchCancellation
@@ -55,11 +55,8 @@ class BatchCancellations:
         self._task = asyncio.create_task(self._follow(reader))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def __aenter__(self) -> BatchCancellations:
         await self.start()

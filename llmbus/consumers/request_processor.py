@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from llmbus.background import cancel_and_wait
 from llmbus.bus import BusProducer, Record
 from llmbus.consumers.answered_log import AnsweredLog, Suspicion
 from llmbus.consumers.dead_letters import DeadLetters
@@ -319,9 +319,7 @@ class RequestProcessor:
                 f"deadline passed during generation after {tokens} tokens; aborted"
             ) from None
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait(watcher)
         control.raise_if_stopped(f"after {tokens} tokens")
         reason: FinishReason = finish if finish in ("stop", "length", "abort") else "stop"  # type: ignore[assignment]
         return _Generated("".join(parts), tokens, reason, ttft_ms)

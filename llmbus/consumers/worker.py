@@ -10,11 +10,11 @@ request finishes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 from llmbus import logs
+from llmbus.background import cancel_and_wait
 from llmbus.bus import BusProducer, GroupConsumer, Kafka, Record, TopicPartition
 from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.batch_cancellations import BatchCancellations
@@ -186,9 +186,7 @@ class Worker:
                 await self._drain()
             finally:
                 for task in background:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    await cancel_and_wait(task)
             if self._fatal is None:
                 await self._commit()
             elif isinstance(self._fatal, EngineDeadError):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from llmbus.background import cancel_and_wait
 from llmbus.bus import PartitionReader
 from llmbus.errors import BrokerUnavailableError, NotStartedError
 from llmbus.schemas import ChatResult, ErrorReply, StreamDelta, WireDecodeError, decode
@@ -33,11 +33,8 @@ class ReplyRouter:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self._reader.stop()
 
     def subscribe(self, request_id: str) -> asyncio.Queue[Reply]:

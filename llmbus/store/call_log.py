@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
 
+from llmbus.background import cancel_and_wait
 from llmbus.errors import DatabaseUnavailableError, NotStartedError
 from llmbus.store.database import Database, mapped
 from llmbus.store.tables import gateway_calls
@@ -47,9 +48,7 @@ class CallLog:
     async def stop(self) -> None:
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             with contextlib.suppress(DatabaseUnavailableError):
                 await self.flush()
 
