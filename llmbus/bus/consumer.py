@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
@@ -183,6 +183,23 @@ class GroupConsumer(_ConsumerBase):
             raise BrokerUnavailableError(f"commit failed: {exc}") from exc
 
 
+async def _seek_to(
+    consumer: AIOKafkaConsumer, ktp: KafkaTP, where: Literal["beginning", "end"]
+) -> None:
+    """Move a freshly assigned consumer to the partition's first or end offset, looked up
+    explicitly.
+
+    Never ``seek_to_beginning``/``seek_to_end``: ``assign()`` starts a lookup with the
+    consumer's reset policy in the background, and when that answer lands after the
+    seek's it wins (aiokafka applies whichever reset answer arrives to a partition still
+    awaiting one). A reader meant to start at the beginning then starts at the end and
+    sees nothing. An explicit ``seek`` leaves no reset pending, so a late answer is
+    dropped.
+    """
+    lookup = consumer.beginning_offsets if where == "beginning" else consumer.end_offsets
+    consumer.seek(ktp, (await lookup([ktp]))[ktp])
+
+
 class PartitionReader(_ConsumerBase):
     """Reads one partition from its current end, with no consumer group.
 
@@ -222,13 +239,10 @@ class PartitionReader(_ConsumerBase):
             consumer.assign([self._tp])
             if self._start_offset is not None:
                 consumer.seek(self._tp, self._start_offset)
-            elif self._from_beginning:
-                await consumer.seek_to_beginning(self._tp)
             else:
-                await consumer.seek_to_end(self._tp)
-            # Resolve the position now, so replies to requests sent after start() are
-            # never skipped by a lazy seek that happens after they arrived.
-            await consumer.position(self._tp)
+                # Resolved now, not lazily: replies to requests sent after start() are
+                # never skipped by a seek that lands after they arrived.
+                await _seek_to(consumer, self._tp, "beginning" if self._from_beginning else "end")
         except KafkaError as exc:
             await consumer.stop()
             raise BrokerUnavailableError(f"cannot read {self._tp}") from exc
@@ -272,7 +286,7 @@ async def _read_to_end(
         consumer.assign([ktp])
         end = (await consumer.end_offsets([ktp]))[ktp]
         if since_ms is None:
-            await consumer.seek_to_beginning(ktp)
+            await _seek_to(consumer, ktp, "beginning")
         else:
             found = (await consumer.offsets_for_times({ktp: since_ms}))[ktp]
             if found is None:

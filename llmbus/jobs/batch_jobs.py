@@ -141,8 +141,11 @@ class BatchJobs:
 
     async def cancel(self, batch_id: str) -> BatchStatus:
         """Queued requests are skipped and running ones aborted by the workers; the
-        status reads ``cancelling`` until every request has its final."""
-        await self._store.status(batch_id)  # NotFoundError for an unknown id
+        status reads ``cancelling`` until every request has its final. A finished batch
+        has nothing left to cancel and is returned as it is."""
+        status = await self._store.status(batch_id)  # NotFoundError for an unknown id
+        if status.finished_at is not None:
+            return status
         await self._store.add_event(batch_id, "cancel_requested")
         await self._publisher.cancel(batch_id)
         return await self._store.status(batch_id)

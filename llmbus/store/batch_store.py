@@ -178,7 +178,9 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
     done = row["completed"] + row["failed"] + row["cancelled"]
     finished = row["last_finished"] if done >= row["total"] else None
     if "cancel_requested" in events:
-        state = "cancelled" if finished else "cancelling"
+        # A cancel that came too late to stop any request leaves a batch that simply
+        # completed: ``cancelled`` always comes with cancelled requests in its counts.
+        state = "cancelling" if not finished else "cancelled" if row["cancelled"] else "completed"
     elif "published" not in events:
         state = "publishing"
     else:

@@ -117,6 +117,12 @@ async def test_submit_wait_status_results(bus: Bus, engine: Engine, tmp_path: Pa
     code, out, _ = await run_cli("batch", "list", env=bus.env())
     assert code == 0 and batch_id in out
 
+    # Too late to cancel: the batch stays completed, counts and all.
+    code, out, err = await run_cli("batch", "cancel", batch_id, env=bus.env())
+    assert code == 0, err
+    assert (await batch_status(bus, batch_id))["status"] == "completed"
+    assert "cancelling" not in out
+
 
 async def test_invalid_file_enqueues_nothing_unless_skipping(bus: Bus, tmp_path: Path) -> None:
     path = tmp_path / "mixed.jsonl"
@@ -211,3 +217,87 @@ async def test_a_thousand_requests_complete_exactly_once_across_a_worker_crash(
     assert len(lines) == 1000
     assert sorted(line["custom_id"] for line in lines) == ids
     print(f"killed at {midway.done}/1000 done; 1000 result lines, one per custom_id")
+
+
+class CountingEngine:
+    """The session's real engine, counting every request that reaches it."""
+
+    def __init__(self, inner: Engine) -> None:
+        self._inner = inner
+        self.started: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def generate(self, request_id: str, prompt_token_ids: list[int], params: Any) -> Any:
+        self.started.append(request_id)
+        return self._inner.generate(request_id, prompt_token_ids, params)
+
+
+async def test_batches_cancelled_before_any_worker_started_never_reach_the_engine(
+    bus: Bus, engine: Engine, tmp_path: Path
+) -> None:
+    """The cancel is on the control topic before the worker exists: the worker must read
+    it at start-up, so every queued request is answered ``cancelled`` without running."""
+    import openai
+
+    from tests.gateway.keys import create_key
+
+    await bus.start_auditor()
+    url = await bus.start_gateway()
+    gateway = openai.AsyncOpenAI(
+        base_url=f"{url}/v1", api_key=await create_key(bus, "acme"), max_retries=0
+    )
+    write_batch(tmp_path / "cli.jsonl", 3, model=bus.settings.model)
+    code, out, err = await run_cli(
+        "batch", "submit", str(tmp_path / "cli.jsonl"), "--tenant", "acme", env=bus.env()
+    )
+    assert code == 0, err
+    by_cli = out.strip()
+    code, out, err = await run_cli("batch", "cancel", by_cli, env=bus.env())
+    assert code == 0, err
+    assert "cancelling" in out
+
+    write_batch(tmp_path / "http.jsonl", 4, model=bus.settings.model)
+    upload = await gateway.files.create(
+        file=("http.jsonl", (tmp_path / "http.jsonl").read_bytes()), purpose="batch"
+    )
+    created = await gateway.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    by_http = created.id
+    assert (await gateway.batches.cancel(by_http)).status == "cancelling"
+
+    counting = CountingEngine(engine)
+    await bus.start_worker(counting)  # type: ignore[arg-type]
+    for batch_id, total in ((by_cli, 3), (by_http, 4)):
+        final = await wait_until(bus, batch_id, done=total, timeout_s=120)
+        assert (final.status, final.total, final.completed, final.failed, final.cancelled) == (
+            "cancelled",
+            total,
+            0,
+            0,
+            total,
+        ), final
+        # The command line and the gateway tell the same story.
+        cli = await batch_status(bus, batch_id)
+        assert (cli["status"], cli["completed"], cli["cancelled"], cli["in_progress"]) == (
+            "cancelled",
+            0,
+            total,
+            0,
+        )
+        seen = await gateway.batches.retrieve(batch_id)
+        assert seen.status == "cancelled" and seen.request_counts is not None
+        counts = seen.request_counts
+        assert (counts.total, counts.completed, counts.failed) == (total, 0, total)
+        assert seen.cancelled_at is not None and seen.completed_at is None
+    assert counting.started == [], "a request of a cancelled batch reached the engine"
+
+    # The worker is alive and serving: a later, uncancelled batch runs normally.
+    write_batch(tmp_path / "after.jsonl", 2, model=bus.settings.model)
+    code, out, err = await run_cli("batch", "submit", str(tmp_path / "after.jsonl"), env=bus.env())
+    assert code == 0, err
+    after = await wait_until(bus, out.strip(), done=2, timeout_s=120)
+    assert (after.status, after.completed) == ("completed", 2)
+    assert len(counting.started) == 2
