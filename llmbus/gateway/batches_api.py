@@ -30,7 +30,7 @@ class CreateBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input_file_id: str = Field(min_length=1, max_length=64)
-    endpoint: Literal["/v1/chat/completions"]
+    endpoint: Literal["/v1/chat/completions", "/v1/completions"]
     completion_window: Literal["24h"] = "24h"
     metadata: dict[str, str] | None = None
 
@@ -43,7 +43,7 @@ def batch_object(s: BatchStatus) -> dict[str, Any]:
     return {
         "id": s.batch_id,
         "object": "batch",
-        "endpoint": BATCH_URL,
+        "endpoint": s.endpoint or BATCH_URL,
         "errors": None,
         "input_file_id": s.source or "",
         "completion_window": "24h",
@@ -124,7 +124,7 @@ async def create_batch(request: Request, body: CreateBatch, who: Caller) -> dict
         row = await parts.files.get(body.input_file_id, tenant_id=who.tenant_id)
     except NotFoundError as exc:
         raise GatewayError(404, "not_found", str(exc), param="input_file_id") from exc
-    options = SubmitOptions(tenant_id=who.tenant_id, user_id=who.user_id)
+    options = SubmitOptions(tenant_id=who.tenant_id, user_id=who.user_id, endpoint=body.endpoint)
     try:
         submitted = await parts.batches.submit_lines(
             io.BytesIO(row["content"]), body.input_file_id, options

@@ -1,5 +1,5 @@
-"""``POST /v1/chat/completions``: OpenAI's request in, llmbus through Kafka, OpenAI's
-``chat.completion`` (or ``chat.completion.chunk`` server-sent events) out."""
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``: OpenAI's request in, llmbus
+through Kafka, OpenAI's object (or its chunks as server-sent events) out."""
 
 from __future__ import annotations
 
@@ -7,59 +7,56 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
 
 from llmbus.errors import LlmbusError
 from llmbus.gateway.auth import Principal
 from llmbus.gateway.openai_errors import GatewayError, from_llmbus
 from llmbus.producers import LlmbusClient
-from llmbus.schemas import ChatCompletionRequest, ChatRequest, ChatResult, StreamDelta
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    include_usage: bool = False
+from llmbus.schemas import (
+    ChatCompletionRequest,
+    ChatRequest,
+    ChatResult,
+    CompletionRequest,
+    StreamDelta,
+)
 
 
 class ChatCompletionBody(ChatCompletionRequest):
-    """What the gateway accepts: the served fields plus OpenAI's transport options."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """What the gateway accepts: the request body plus OpenAI's ``stream`` switch."""
 
     stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: Literal[1] = 1
-    user: str | None = Field(default=None, max_length=256)
-    """Accepted for compatibility; the audited user comes from the credential."""
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+
+class CompletionBody(CompletionRequest):
+    stream: bool = False
+
+
+Body = ChatCompletionBody | CompletionBody
+
+
+def prompt_chars(body: Body) -> int:
+    """Characters the engine will read: messages and tools, or prompts."""
+    if isinstance(body, ChatCompletionBody):
+        tools = json.dumps([t.model_dump() for t in body.tools or ()]) if body.tools else ""
+        return sum(len(m.text()) for m in body.messages) + len(tools)
+    return sum(len(p) for p in body.prompts())
 
 
 def to_request(
-    client: LlmbusClient,
-    body: ChatCompletionBody,
-    principal: Principal,
-    *,
-    max_tokens: int,
-    deadline_s: float | None,
+    client: LlmbusClient, body: Body, principal: Principal, *, deadline_s: float | None
 ) -> ChatRequest:
-    core = body.model_dump(
-        exclude={"stream", "stream_options", "n", "user", "max_completion_tokens", "messages"}
-    )
-    core["max_tokens"] = max_tokens
-    model = core.pop("model")
-    return client.build_request(
-        [m.model_dump() for m in body.messages],
-        model=model,
+    core_type = ChatCompletionRequest if isinstance(body, ChatCompletionBody) else CompletionRequest
+    core = core_type.model_validate(body.model_dump(exclude={"stream"}, exclude_unset=True))
+    return client.wrap(
+        core,
         stream=body.stream,
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
         deadline_s=deadline_s,
         metadata={"via": "gateway", "subject": principal.subject[:512]},
-        **core,
     )
 
 
@@ -68,14 +65,17 @@ async def complete(client: LlmbusClient, request: ChatRequest) -> dict[str, Any]
     async with contextlib.aclosing(client.send(request)) as replies:
         async for reply in replies:
             if isinstance(reply, ChatResult):
-                return reply.completion.model_dump(mode="json")
+                return reply.completion.model_dump(mode="json", exclude_none=True)
     raise GatewayError(500, "internal_error", "no final reply")
 
 
 class ChunkStream:
-    """The SSE body of a streamed completion. The first reply is awaited before the HTTP
+    """The SSE body of a streamed answer. The first reply is awaited before the HTTP
     response starts, so an error that comes first (context too long, deadline) is still
-    answered with its proper status code instead of a 200 followed by an error event."""
+    answered with its proper status code instead of a 200 followed by an error event.
+
+    Version-2 deltas carry the engine's own chunks, forwarded as they are; version-1
+    deltas carry text, from which chunks are made here."""
 
     def __init__(self, client: LlmbusClient, request: ChatRequest, include_usage: bool) -> None:
         self._client = client
@@ -84,7 +84,9 @@ class ChunkStream:
         self._replies = client.send(request)
         self._first: StreamDelta | ChatResult | None = None
         self._created = int(time.time())
-        self._id = f"chatcmpl-{request.request_id}"
+        self._chat = request.is_chat
+        self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{request.request_id}"
+        self._object = "chat.completion.chunk" if self._chat else "text_completion"
         self.finished = False
 
     async def open(self) -> None:
@@ -94,30 +96,35 @@ class ChunkStream:
             await self._replies.aclose()
             raise from_llmbus(exc) from exc
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None) -> bytes:
+    def _text_chunk(self, delta: dict[str, Any], finish: str | None) -> bytes:
         return self._event([{"index": 0, "delta": delta, "finish_reason": finish}])
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body = {
             "id": self._id,
-            "object": "chat.completion.chunk",
+            "object": self._object,
             "created": self._created,
             "model": self._request.body.model,
             "choices": choices,
             **extra,
         }
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
+        return _sse(body)
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
-            yield self._chunk({"role": "assistant", "content": ""}, None)
+            v1 = self._request.schema_version == 1
+            if v1:
+                yield self._text_chunk({"role": "assistant", "content": ""}, None)
             reply = self._first
             while reply is not None:
                 if isinstance(reply, StreamDelta):
-                    yield self._chunk({"content": reply.content}, None)
+                    if reply.chunk is not None:
+                        yield _sse({**reply.chunk, "id": self._id, "created": self._created})
+                    else:
+                        yield self._text_chunk({"content": reply.content}, None)
                 else:
-                    choice = reply.completion.choices[0]
-                    yield self._chunk({}, choice.finish_reason)
+                    if v1:
+                        yield self._text_chunk({}, reply.completion.choices[0].finish_reason)
                     if self._include_usage:
                         yield self._event([], usage=reply.completion.usage.model_dump())
                     self.finished = True
@@ -125,8 +132,7 @@ class ChunkStream:
                 try:
                     reply = await anext(self._replies)
                 except LlmbusError as exc:
-                    error = from_llmbus(exc)
-                    yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+                    yield _sse(from_llmbus(exc).body())
                     self.finished = True
                     break
             yield b"data: [DONE]\n\n"
@@ -145,3 +151,7 @@ class ChunkStream:
                         model=self._request.body.model,
                         reason="client disconnected",
                     )
+
+
+def _sse(body: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

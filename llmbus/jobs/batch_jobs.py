@@ -37,6 +37,8 @@ class SubmitOptions:
     skip_invalid: bool = False
     completion_window: timedelta = timedelta(hours=24)
     """Requests not started within this window end as ``deadline_exceeded``."""
+    endpoint: str | None = None
+    """The one endpoint every line must name (OpenAI's batches have one); None: any."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class BatchJobs:
         on_acked: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
     ) -> Submitted:
-        parsed = parse_batch_lines(lines, model=options.model)
+        parsed = parse_batch_lines(lines, model=options.model, url=options.endpoint)
         if parsed.error_count and not options.skip_invalid:
             raise BatchInputError(
                 f"{parsed.error_count} invalid line(s) in {source}; nothing was enqueued",
@@ -104,7 +106,11 @@ class BatchJobs:
             tenant_id=options.tenant_id,
             user_id=options.user_id,
             source=source,
-            params={"priority": options.priority.value, "skipped_lines": parsed.error_count},
+            params={
+                "priority": options.priority.value,
+                "skipped_lines": parsed.error_count,
+                "endpoint": options.endpoint,
+            },
             on_acked=on_acked,
         )
         return Submitted(batch_id, len(requests), parsed)

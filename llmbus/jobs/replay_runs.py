@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmbus.jobs.batch_jobs import BatchJobs
-from llmbus.schemas import ChatCompletionRequest, ChatRequest, Priority
+from llmbus.schemas import ChatCompletionRequest, ChatRequest, CompletionRequest, Priority
 from llmbus.store.batch_store import new_batch_id
 from llmbus.store.conversation_query import ConversationFilter, ConversationQuery
 
@@ -94,12 +94,21 @@ class ReplayRuns:
         return ReplayStarted(run_id, len(requests))
 
 
-def _replayed_body(row: dict[str, Any], options: ReplayOptions) -> ChatCompletionRequest:
+def _replayed_body(
+    row: dict[str, Any], options: ReplayOptions
+) -> ChatCompletionRequest | CompletionRequest:
+    """The logged body again (tools, response format, sampling and all), with the
+    replay's model and overrides. A legacy completion keeps its prompt in params."""
     params = {k: v for k, v in row["params"].items() if v is not None}
-    params.update(options.overrides or {})
-    return ChatCompletionRequest.model_validate(
-        {**params, "model": options.model or row["model"], "messages": row["messages"]}
-    )
+    overrides = dict(options.overrides or {})
+    if "max_tokens" in overrides and "max_completion_tokens" in params:
+        # The newer name wins in the engine; the override must land on the one that counts.
+        params["max_completion_tokens"] = overrides["max_tokens"]
+    params.update(overrides)
+    params["model"] = options.model or row["model"]
+    if "prompt" in params:
+        return CompletionRequest.model_validate(params)
+    return ChatCompletionRequest.model_validate({**params, "messages": row["messages"]})
 
 
 def _describe(selection: ConversationFilter) -> dict[str, Any]:

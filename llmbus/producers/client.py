@@ -9,11 +9,14 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from llmbus.bus import BusProducer, Kafka, PartitionReader
 from llmbus.errors import (
     BrokerUnavailableError,
+    InvalidRequestError,
     NotStartedError,
     RemoteError,
     RequestTimeoutError,
@@ -25,14 +28,29 @@ from llmbus.schemas import (
     ChatMessage,
     ChatRequest,
     ChatResult,
+    CompletionRequest,
     ErrorReply,
     Priority,
     ReplyTo,
     StreamDelta,
+    describe_validation_error,
     encode,
 )
 from llmbus.settings import Settings, requests_topic
 from llmbus.tracing import TRACEPARENT, outgoing_traceparent
+
+_ENVELOPE_ARGS = (
+    "stream", "request_id", "priority", "deadline_s", "metadata", "tenant_id", "user_id"
+)  # fmt: skip
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validated(model: type[_Model], data: dict[str, Any]) -> _Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(describe_validation_error(exc)) from None
 
 
 class LlmbusClient:
@@ -127,9 +145,28 @@ class LlmbusClient:
 
     def build_request(
         self,
-        messages: Sequence[ChatMessage | dict[str, str]] | str,
+        messages: Sequence[ChatMessage | dict[str, Any]] | str,
         *,
         model: str | None = None,
+        **params: Any,
+    ) -> ChatRequest:
+        """A chat request; ``params`` are OpenAI's body fields (``tools``,
+        ``response_format``, ``n``, ``logprobs``, ...) and ``wrap``'s envelope arguments
+        (``stream``, ``request_id``, ``priority``, ``deadline_s``, ``metadata``,
+        ``tenant_id``, ``user_id``). Raises InvalidRequestError, before anything is sent."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        envelope = {k: params.pop(k) for k in _ENVELOPE_ARGS if k in params}
+        body = _validated(
+            ChatCompletionRequest,
+            {"model": model or self._default_model, "messages": list(messages), **params},
+        )
+        return self.wrap(body, **envelope)
+
+    def wrap(
+        self,
+        body: ChatCompletionRequest | CompletionRequest,
+        *,
         stream: bool = False,
         request_id: str | None = None,
         priority: Priority = Priority.NORMAL,
@@ -137,32 +174,44 @@ class LlmbusClient:
         metadata: dict[str, str] | None = None,
         tenant_id: str | None = None,
         user_id: str | None = None,
-        **params: Any,
     ) -> ChatRequest:
-        """``tenant_id``/``user_id`` override the client's own (a gateway serving many
-        callers sets them per request, from the caller's credentials)."""
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
+        """An OpenAI body in llmbus's envelope, addressed to this client's replies.
+        ``tenant_id``/``user_id`` override the client's own (a gateway serving many callers
+        sets them per request, from the caller's credentials)."""
         now = datetime.now(UTC)
-        return ChatRequest(
-            request_id=request_id or uuid.uuid4().hex,
-            created_at=now,
-            reply_to=self.reply_to,
-            priority=priority,
-            deadline=now + timedelta(seconds=deadline_s) if deadline_s else None,
-            tenant_id=tenant_id or self._tenant_id,
-            user_id=user_id or self._user_id,
-            metadata=metadata or {},
-            stream=stream,
-            body=ChatCompletionRequest(
-                model=model or self._default_model,
-                messages=[ChatMessage.model_validate(m) for m in messages],
-                **params,
-            ),
+        return _validated(
+            ChatRequest,
+            {
+                "request_id": request_id or uuid.uuid4().hex,
+                "created_at": now,
+                "reply_to": self.reply_to,
+                "priority": priority,
+                "deadline": now + timedelta(seconds=deadline_s) if deadline_s else None,
+                "tenant_id": tenant_id or self._tenant_id,
+                "user_id": user_id or self._user_id,
+                "metadata": metadata or {},
+                "stream": stream,
+                "body": body,
+            },
         )
 
+    async def complete(
+        self, prompt: str | list[str], *, model: str | None = None, **params: Any
+    ) -> ChatResult:
+        """A legacy text completion (``/v1/completions``); ``params`` as OpenAI's."""
+        envelope = {k: params.pop(k) for k in _ENVELOPE_ARGS if k in params}
+        body = _validated(
+            CompletionRequest, {"model": model or self._default_model, "prompt": prompt, **params}
+        )
+        request = self.wrap(body, **envelope)
+        async with contextlib.aclosing(self._exchange(request)) as replies:
+            async for reply in replies:
+                if isinstance(reply, ChatResult):
+                    return reply
+        raise AssertionError("unreachable: _exchange ends with a final")
+
     async def chat(
-        self, messages: Sequence[ChatMessage | dict[str, str]] | str, **kwargs: Any
+        self, messages: Sequence[ChatMessage | dict[str, Any]] | str, **kwargs: Any
     ) -> ChatResult:
         """Send one request; return its result or raise RemoteError / RequestTimeoutError."""
         request = self.build_request(messages, stream=False, **kwargs)
@@ -174,7 +223,7 @@ class LlmbusClient:
         raise AssertionError("unreachable: _exchange ends with a final")
 
     async def stream(
-        self, messages: Sequence[ChatMessage | dict[str, str]] | str, **kwargs: Any
+        self, messages: Sequence[ChatMessage | dict[str, Any]] | str, **kwargs: Any
     ) -> AsyncIterator[StreamDelta | ChatResult]:
         """Yield deltas as they are generated, then the final result."""
         request = self.build_request(messages, stream=True, **kwargs)

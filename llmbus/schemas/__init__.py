@@ -10,6 +10,7 @@ from llmbus.schemas.chat import (
     Choice,
     Usage,
 )
+from llmbus.schemas.completion import CompletionRequest, TextCompletion
 from llmbus.schemas.envelope import (
     BatchCancellation,
     CancelRequest,
@@ -28,6 +29,7 @@ from llmbus.schemas.wire import (
     WireDecodeError,
     decode,
     decode_request,
+    describe_validation_error,
     encode,
     header,
 )
@@ -43,16 +45,19 @@ __all__ = [
     "ChatRequest",
     "ChatResult",
     "Choice",
+    "CompletionRequest",
     "ErrorReply",
     "Kind",
     "Priority",
     "ReplyTo",
     "StreamDelta",
+    "TextCompletion",
     "Timings",
     "Usage",
     "WireDecodeError",
     "decode",
     "decode_request",
+    "describe_validation_error",
     "encode",
     "header",
 ]

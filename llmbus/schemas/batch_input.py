@@ -7,11 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llmbus.schemas.chat import ChatCompletionRequest
+from llmbus.schemas.completion import CompletionRequest
+from llmbus.schemas.envelope import RequestBody
+from llmbus.schemas.wire import UNION_TAGS
 
 BATCH_URL = "/v1/chat/completions"
+COMPLETIONS_URL = "/v1/completions"
+BATCH_URLS = (BATCH_URL, COMPLETIONS_URL)
 MAX_BATCH_LINES = 50_000
 """OpenAI's own per-batch limit; bounds one submission's memory and publish time."""
 MAX_LINE_BYTES = 1_000_000
@@ -25,8 +29,15 @@ class BatchInputLine(BaseModel):
 
     custom_id: str = Field(min_length=1, max_length=512)
     method: Literal["POST"]
-    url: Literal["/v1/chat/completions"]
-    body: ChatCompletionRequest
+    url: Literal["/v1/chat/completions", "/v1/completions"]
+    body: RequestBody
+
+    @model_validator(mode="after")
+    def _body_fits_url(self) -> BatchInputLine:
+        if (self.url == COMPLETIONS_URL) != isinstance(self.body, CompletionRequest):
+            wanted = "prompt" if self.url == COMPLETIONS_URL else "messages"
+            raise ValueError(f"a {self.url} body needs {wanted!r}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -47,8 +58,11 @@ class ParsedBatch:
     error_count: int
 
 
-def parse_batch_lines(lines: Iterable[bytes | str], *, model: str | None = None) -> ParsedBatch:
-    """Validate every line. ``model`` replaces each body's model (``--model``).
+def parse_batch_lines(
+    lines: Iterable[bytes | str], *, model: str | None = None, url: str | None = None
+) -> ParsedBatch:
+    """Validate every line. ``model`` replaces each body's model (``--model``); ``url``,
+    when given, is the one endpoint every line must name (an OpenAI batch has one).
 
     Blank lines are ignored; every other line must be a valid request with a
     ``custom_id`` unique within the file.
@@ -62,6 +76,8 @@ def parse_batch_lines(lines: Iterable[bytes | str], *, model: str | None = None)
         if not text.strip():
             continue
         reason, parsed = _parse_line(text, model)
+        if parsed is not None and url is not None and parsed.url != url:
+            reason, parsed = f"url {parsed.url!r} differs from the batch's endpoint {url!r}", None
         if parsed is not None and parsed.custom_id in seen:
             reason = f"custom_id {parsed.custom_id!r} repeats line {seen[parsed.custom_id]}"
         if reason is None and parsed is not None:
@@ -92,7 +108,7 @@ def _parse_line(text: str, model: str | None) -> tuple[str | None, BatchInputLin
         return None, BatchInputLine.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "line"
+        where = ".".join(str(p) for p in first["loc"] if p not in UNION_TAGS) or "line"
         return f"{where}: {first['msg']}", None
 
 

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from llmbus.schemas.chat import ChatCompletion, ChatCompletionRequest
+from llmbus.schemas.completion import CompletionRequest, TextCompletion
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 """Ids go into Kafka headers, log lines and vLLM; keep them short and printable."""
@@ -31,10 +41,46 @@ class ReplyTo(BaseModel):
     partition: int = Field(ge=0)
 
 
+WireVersion = Literal[1, 2]
+"""1: plain-text chat. 2: the whole OpenAI surface (content parts, tools, structured
+outputs, ``n``, logprobs, legacy completions). A request is sent as 1 whenever version 1
+can carry it, so workers of the older version keep serving it during a rolling upgrade."""
+
+_V1_BODY_FIELDS = frozenset({"model", "messages", "temperature", "top_p", "max_tokens", "stop"})
+_V1_BODY_FIELDS_WITH_SEED = _V1_BODY_FIELDS | {"seed"}
+
+
+def _body_kind(value: Any) -> str:
+    data = value if isinstance(value, dict) else value.__dict__
+    return "completion" if "prompt" in data else "chat"
+
+
+def lowest_version(body: ChatCompletionRequest | CompletionRequest) -> WireVersion:
+    """The oldest wire version that carries ``body`` without losing anything."""
+    if not isinstance(body, ChatCompletionRequest):
+        return 2
+    if not body.model_dump(exclude_defaults=True).keys() <= _V1_BODY_FIELDS_WITH_SEED:
+        return 2
+    plain = all(
+        isinstance(m.content, str)
+        and m.model_dump(exclude_defaults=True).keys() <= {"role", "content"}
+        for m in body.messages
+    )
+    return 1 if plain else 2
+
+
+RequestBody = Annotated[
+    Annotated[ChatCompletionRequest, Tag("chat")] | Annotated[CompletionRequest, Tag("completion")],
+    Discriminator(_body_kind),
+]
+
+
 class ChatRequest(BaseModel):
+    """A request in its envelope: a chat completion or a legacy text completion."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = 1
+    schema_version: WireVersion = 2
     request_id: str = Field(pattern=REQUEST_ID_PATTERN)
     created_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     reply_to: ReplyTo
@@ -48,7 +94,27 @@ class ChatRequest(BaseModel):
     """For a replayed conversation: the request id of the logged original."""
     metadata: dict[str, str] = Field(default_factory=dict)
     stream: bool = False
-    body: ChatCompletionRequest
+    body: RequestBody
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_from_body(cls, data: Any) -> Any:
+        # Producers built with this module leave the version out: the lowest that fits.
+        if isinstance(data, dict) and "schema_version" not in data and "body" in data:
+            body = data["body"]
+            if isinstance(body, ChatCompletionRequest | CompletionRequest):
+                data = {**data, "schema_version": lowest_version(body)}
+        return data
+
+    @model_validator(mode="after")
+    def _version_fits_body(self) -> ChatRequest:
+        if self.schema_version < lowest_version(self.body):
+            raise ValueError("this request needs schema_version 2")
+        return self
+
+    @property
+    def is_chat(self) -> bool:
+        return isinstance(self.body, ChatCompletionRequest)
 
     @field_validator("metadata")
     @classmethod
@@ -71,13 +137,18 @@ class CancelRequest(BaseModel):
 
 
 class StreamDelta(BaseModel):
-    """A piece of generated text; ``seq`` lets the client detect gaps and duplicates."""
+    """A piece of the answer; ``seq`` lets the client detect gaps and duplicates.
+
+    ``content`` is the new text of the first choice; for version-2 requests ``chunk`` is
+    the whole OpenAI chunk (every choice, tool-call fragments, logprobs)."""
 
     model_config = ConfigDict(frozen=True)
 
+    schema_version: WireVersion = 1
     request_id: str
     seq: int = Field(ge=0)
     content: str
+    chunk: dict[str, Any] | None = None
 
 
 class Timings(BaseModel):
@@ -92,15 +163,24 @@ class Timings(BaseModel):
 
 
 class ChatResult(BaseModel):
-    """The successful final: an OpenAI ``chat.completion`` plus llmbus's timings."""
+    """The successful final: an OpenAI ``chat.completion`` (or ``text_completion``) plus
+    llmbus's timings."""
 
     model_config = ConfigDict(frozen=True)
 
+    schema_version: WireVersion = 1
     request_id: str
-    completion: ChatCompletion
+    completion: Annotated[ChatCompletion | TextCompletion, Field(discriminator="object")]
     timings: Timings
     worker_id: str
     finished_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def text(self, index: int = 0) -> str:
+        """The text of one choice (a chat answer's content, or a completion's text)."""
+        choice = self.completion.choices[index]
+        if isinstance(self.completion, ChatCompletion):
+            return choice.message.content or ""  # type: ignore[union-attr]
+        return choice.text  # type: ignore[union-attr]
 
 
 class ErrorReply(BaseModel):
@@ -108,6 +188,7 @@ class ErrorReply(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    schema_version: WireVersion = 1
     request_id: str
     code: str
     message: str

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 from llmbus.schemas.envelope import CancelRequest, ChatRequest, ChatResult, ErrorReply, StreamDelta
 
 CONTENT_TYPE = "application/json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The newest wire version this build speaks; it reads every version up to it."""
 
 H_CONTENT_TYPE = "content-type"
 H_VERSION = "llmbus-schema-version"
@@ -67,7 +68,8 @@ def encode(message: Message) -> tuple[bytes, Headers]:
     kind = _KIND_OF[type(message)]
     headers: Headers = [
         (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
-        (H_VERSION, str(SCHEMA_VERSION).encode()),
+        # The message's own version: a version-1 message stays readable by older builds.
+        (H_VERSION, str(getattr(message, "schema_version", 1)).encode()),
         (H_KIND, kind.value.encode()),
         (H_REQUEST_ID, message.request_id.encode()),
     ]
@@ -80,7 +82,7 @@ def decode(value: bytes | None, headers: Headers | None) -> Message:
     if content_type not in (None, CONTENT_TYPE):
         raise WireDecodeError(f"unsupported content type {content_type!r}")
     version = header(headers, H_VERSION)
-    if version is not None and version != str(SCHEMA_VERSION):
+    if version is not None and version not in {str(v) for v in range(1, SCHEMA_VERSION + 1)}:
         raise WireDecodeError(
             f"unsupported schema version {version!r} (this build speaks {SCHEMA_VERSION})",
             code="unsupported_schema_version",
@@ -95,7 +97,7 @@ def decode(value: bytes | None, headers: Headers | None) -> Message:
     try:
         return _MODELS[kind].model_validate_json(value)  # type: ignore[return-value]
     except ValidationError as exc:
-        raise WireDecodeError(_summarise(exc)) from exc
+        raise WireDecodeError(describe_validation_error(exc)) from exc
 
 
 def decode_request(value: bytes | None, headers: Headers | None) -> ChatRequest:
@@ -105,11 +107,15 @@ def decode_request(value: bytes | None, headers: Headers | None) -> ChatRequest:
     return message
 
 
-def _summarise(exc: ValidationError) -> str:
+UNION_TAGS = frozenset({"chat", "completion", "chat.completion", "text_completion"})
+
+
+def describe_validation_error(exc: ValidationError) -> str:
     """A short, input-free description: error replies must not echo prompts back."""
     parts = []
     for error in exc.errors(include_input=False)[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "body"
+        # Union tags (which kind of body was tried) mean nothing to whoever sent it.
+        where = ".".join(str(p) for p in error["loc"] if p not in UNION_TAGS) or "body"
         parts.append(f"{where}: {error['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
 
-from llmbus.schemas import ChatRequest, ChatResult, ErrorReply
+from llmbus.schemas import ChatRequest, ChatResult, Choice, ErrorReply
 from llmbus.store.database import Database, mapped
 from llmbus.store.tables import requests, results
 
@@ -19,8 +19,9 @@ def request_row(req: ChatRequest, topic: str, partition: int, offset: int) -> di
         "created_at": req.created_at,
         "logged_at": datetime.now(UTC),
         "model": body.model,
-        "messages": [m.model_dump() for m in body.messages],
-        "params": body.model_dump(exclude={"messages", "model"}),
+        # Legacy completions keep their prompt in params ("prompt") and no messages.
+        "messages": [m.model_dump(exclude_none=True) for m in getattr(body, "messages", ())],
+        "params": body.model_dump(mode="json", exclude={"messages", "model"}, exclude_none=True),
         "priority": req.priority.value,
         "deadline": req.deadline,
         "tenant_id": req.tenant_id,
@@ -64,7 +65,7 @@ def result_row(final: ChatResult | ErrorReply) -> dict[str, Any]:
         "finished_at": final.finished_at,
         "logged_at": now,
         "model": c.model,
-        "output": choice.message.content,
+        "output": choice.message.content if isinstance(choice, Choice) else choice.text,
         "finish_reason": choice.finish_reason,
         "prompt_tokens": c.usage.prompt_tokens,
         "completion_tokens": c.usage.completion_tokens,

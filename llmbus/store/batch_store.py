@@ -44,6 +44,8 @@ class BatchStatus:
     finished_at: datetime | None
     source: str | None
     tenant_id: str | None
+    endpoint: str | None = None
+    """The endpoint all its lines name, when it was submitted with one."""
 
     @property
     def done(self) -> int:
@@ -200,4 +202,5 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
         finished_at=finished,
         source=row["source"],
         tenant_id=row["tenant_id"],
+        endpoint=(row["params"] or {}).get("endpoint"),
     )

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator
+from typing import Any
 
-from llmbus.consumers.engine import Chunk, GenerationParams
+from llmbus.consumers.engine import Endpoint, EngineCall
 from llmbus.errors import EngineDeadError, EngineRequestError
 from llmbus.settings import Settings
 
@@ -48,41 +49,61 @@ class EchoEngine:
     async def stop(self) -> None:
         return None
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        text = messages[-1]["content"]
-        # -1 stands for the killer word, so generate() sees it in the token ids.
-        return [-1 if w == KILLER_PROMPT else len(w) for w in text.split()] or [0]
-
     def _die(self) -> None:
         self._dead = True
         raise EngineDeadError("stand-in engine died")
 
-    async def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: GenerationParams
-    ) -> AsyncIterator[Chunk]:
+    async def serve(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
+        """OpenAI chunks of "echo: w<len> ..." for the last message's words, one a step;
+        closing the stream early counts as an abort, as in vLLM."""
+        rid = call.request_id
         if self._dead:
             self._die()
-        self.seen.append(request_id)
+        self.seen.append(rid)
         if self._die_after is not None and len(self.seen) > self._die_after:
             await asyncio.sleep(self._step_s * 3)  # others are mid-generation by now
             self._die()
-        if params.stop and "FAIL" in params.stop:
+        body = call.body
+        stop = body.get("stop") or []
+        if "FAIL" in ([stop] if isinstance(stop, str) else stop):
             raise EngineRequestError("stand-in engine was told to fail this request")
+        tokens = _tokens(body)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or 10_000
+        words = (["echo:"] + [f"w{n}" for n in tokens])[:limit]
+        chat = call.endpoint is Endpoint.CHAT
+        try:
+            for i, word in enumerate(words):
+                await asyncio.sleep(self._step_s)
+                if self._dead or (i == 2 and -1 in tokens):
+                    self._die()
+                piece = ("" if i == 0 else " ") + word
+                finish = "stop" if i == len(words) - 1 else None
+                choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+                if chat:
+                    choice["delta"] = {
+                        "content": piece,
+                        **({"role": "assistant"} if i == 0 else {}),
+                    }
+                else:
+                    choice["text"] = piece
+                yield {"id": rid, "object": "chunk", "choices": [choice]}
+        except (asyncio.CancelledError, GeneratorExit):
+            self._aborted.add(rid)
+            raise
+        usage = {"prompt_tokens": len(tokens), "completion_tokens": len(words)}
+        yield {"id": rid, "choices": [], "usage": {**usage, "total_tokens": sum(usage.values())}}
 
-        words = ["echo:"] + [f"w{n}" for n in prompt_token_ids]
-        words = words[: params.max_tokens]
-        for i, word in enumerate(words):
-            await asyncio.sleep(self._step_s)
-            if self._dead or (i == 2 and -1 in prompt_token_ids):
-                self._die()
-            if request_id in self._aborted:
-                yield Chunk("", i, "abort")
-                return
-            last = i == len(words) - 1
-            yield Chunk(("" if i == 0 else " ") + word, i + 1, "stop" if last else None)
 
-    async def abort(self, request_id: str) -> None:
-        self._aborted.add(request_id)
+def _tokens(body: dict[str, Any]) -> list[int]:
+    if "messages" in body:
+        content = body["messages"][-1].get("content") or ""
+        parts = [] if isinstance(content, str) else content
+        text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in parts)
+    else:
+        prompt = body["prompt"]
+        text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    # -1 stands for the killer word, so it is seen among the token ids.
+    return [-1 if w == KILLER_PROMPT else len(w) for w in text.split()] or [0]
 
 
 def factory(settings: Settings) -> EchoEngine:

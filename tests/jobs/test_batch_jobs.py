@@ -229,9 +229,9 @@ class CountingEngine:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def generate(self, request_id: str, prompt_token_ids: list[int], params: Any) -> Any:
-        self.started.append(request_id)
-        return self._inner.generate(request_id, prompt_token_ids, params)
+    def serve(self, call: Any) -> Any:
+        self.started.append(call.request_id)
+        return self._inner.serve(call)
 
 
 async def test_batches_cancelled_before_any_worker_started_never_reach_the_engine(

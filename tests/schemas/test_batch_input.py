@@ -30,11 +30,14 @@ def test_each_kind_of_bad_line_is_reported_by_number() -> None:
         line("x").replace("/v1/chat/completions", "/v1/embeddings"),
         line("ok"),
         line("y", temperature=9),
-        line("z", logprobs=True),
+        line("z", logprobs=True, top_logprobs=21),
+        line("w", audio={"voice": "alloy"}),
+        line("v", unknown_field=1),
+        line("p").replace('"messages": [{"role": "user", "content": "hi"}]', '"prompt": "hi"'),
     ]
     parsed = parse_batch_lines(bad)
     reasons = {e.line: e.reason for e in parsed.errors}
-    assert parsed.error_count == 7
+    assert parsed.error_count == 10
     assert [n for n, _ in parsed.lines] == [1]
     assert reasons[2].startswith("not JSON")
     assert reasons[3] == "not a JSON object"
@@ -42,7 +45,29 @@ def test_each_kind_of_bad_line_is_reported_by_number() -> None:
     assert reasons[5].startswith("url")
     assert "repeats line 1" in reasons[6]
     assert reasons[7].startswith("body.temperature")
-    assert reasons[8].startswith("body.logprobs")
+    assert reasons[8].startswith("body.top_logprobs")
+    assert "audio is not supported" in reasons[9]
+    assert reasons[10] == "body.unknown_field: Extra inputs are not permitted"
+    assert "needs 'messages'" in reasons[11]
+
+
+def test_completions_lines_and_one_endpoint_per_batch() -> None:
+    chat = line("c", tools=[{"type": "function", "function": {"name": "f"}}])
+    text = json.dumps(
+        {
+            "custom_id": "t",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": "m", "prompt": ["a", "b"], "echo": True, "logprobs": 2},
+        }
+    )
+    parsed = parse_batch_lines([chat, text])
+    assert parsed.error_count == 0
+    assert [item.url for _, item in parsed.lines] == ["/v1/chat/completions", "/v1/completions"]
+    assert parsed.lines[1][1].body.prompts() == ["a", "b"]
+    only_chat = parse_batch_lines([chat, text], url="/v1/chat/completions")
+    assert only_chat.error_count == 1
+    assert "differs from the batch's endpoint" in only_chat.errors[0].reason
 
 
 def test_model_override_applies_to_every_line() -> None:

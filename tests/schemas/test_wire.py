@@ -11,6 +11,7 @@ from llmbus.schemas import (
     ChatRequest,
     ChatResult,
     Choice,
+    CompletionRequest,
     ErrorReply,
     Kind,
     ReplyTo,
@@ -99,7 +100,7 @@ def test_completion_is_openai_shaped() -> None:
     value, headers = encode(make_result("x", "length", None))
     result = decode(value, headers)
     assert isinstance(result, ChatResult)
-    body = result.completion.model_dump()
+    body = result.completion.model_dump(exclude_none=True)
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "x"}
     assert set(body["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
@@ -126,8 +127,58 @@ def test_bad_records_raise_clear_errors(
 
 def test_unknown_version_has_its_own_code() -> None:
     with pytest.raises(WireDecodeError) as info:
-        decode(b"{}", [("llmbus-schema-version", b"2")])
+        decode(b"{}", [("llmbus-schema-version", b"3")])
     assert info.value.code == "unsupported_schema_version"
+
+
+def test_a_plain_chat_travels_as_version_1_and_anything_more_as_version_2() -> None:
+    plain = make_request()
+    assert plain.schema_version == 1
+    tooled = make_request(
+        body=ChatCompletionRequest(
+            model="m",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            tool_choice={"type": "function", "function": {"name": "f"}},
+            n=2,
+            logprobs=True,
+            top_logprobs=3,
+        )
+    )
+    assert tooled.schema_version == 2
+    value, headers = encode(tooled)
+    assert header(headers, H_VERSION) == "2"
+    assert decode_request(value, headers) == tooled
+    completion = make_request(body=CompletionRequest(model="m", prompt=["a", "b"], echo=True))
+    value, headers = encode(completion)
+    assert header(headers, H_VERSION) == "2"
+    decoded = decode_request(value, headers)
+    assert isinstance(decoded.body, CompletionRequest) and not decoded.is_chat
+
+
+def test_version_1_records_of_older_producers_still_decode() -> None:
+    import json
+
+    old = {
+        "schema_version": 1,
+        "request_id": "old-1",
+        "created_at": "2026-11-01T00:00:00Z",
+        "reply_to": {"topic": "llmbus.replies", "partition": 0},
+        "body": {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "max_tokens": None,
+            "stop": None,
+            "seed": None,
+        },
+    }
+    decoded = decode_request(json.dumps(old).encode(), [("llmbus-schema-version", b"1")])
+    assert decoded.schema_version == 1 and decoded.body.temperature == 1.0
+    old["body"]["n"] = 2  # a field version 1 never had, under a version-1 label
+    with pytest.raises(WireDecodeError, match="needs schema_version 2"):
+        decode_request(json.dumps(old).encode(), [("llmbus-schema-version", b"1")])
 
 
 def test_error_messages_do_not_echo_the_prompt() -> None:
