@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from llmbus.background import cancel_and_wait
 from llmbus.bus import BusProducer, Record
+from llmbus.consumers.answer_stream import AnswerStream
 from llmbus.consumers.answered_log import AnsweredLog, Suspicion
-from llmbus.consumers.chunk_assembler import ChunkAssembler
 from llmbus.consumers.dead_letters import DeadLetters
-from llmbus.consumers.engine import Endpoint, Engine, EngineCall
+from llmbus.consumers.engine import Engine
 from llmbus.consumers.engine_gate import EngineGate
 from llmbus.consumers.recent_finals import Headers
 from llmbus.consumers.request_control import RequestControl
@@ -35,14 +33,11 @@ from llmbus.errors import (
 )
 from llmbus.metrics import WorkerMetrics
 from llmbus.schemas import (
-    ChatCompletion,
     ChatRequest,
     ChatResult,
     ErrorReply,
     Priority,
     ReplyTo,
-    StreamDelta,
-    TextCompletion,
     Timings,
     Usage,
     WireDecodeError,
@@ -61,8 +56,6 @@ _SEND_RETRY_S = 300.0
 _ENGINE_PRIORITY = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 """vLLM schedules lower values first and preempts higher values first."""
 
-_NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-
 
 @dataclass(frozen=True)
 class ProcessorConfig:
@@ -71,27 +64,6 @@ class ProcessorConfig:
     max_request_bytes: int
     max_n: int = 8
     """Choices per request (``n``): each is a sequence in the engine's batch."""
-
-
-@dataclass
-class _Progress:
-    assembler: ChunkAssembler
-    start: float
-    queue_ms: float
-    completion_id: str
-    ttft_ms: float | None = None
-    tokens: int = 0
-    """Chunks seen so far: one per engine step, so about the tokens generated."""
-
-
-def _first_choice_text(chunk: dict[str, Any]) -> str:
-    for choice in chunk.get("choices") or ():
-        if choice.get("index", 0) == 0:
-            text = choice.get("text")
-            if text is None:
-                text = (choice.get("delta") or {}).get("content")
-            return text or ""
-    return ""
 
 
 class RequestProcessor:
@@ -231,42 +203,20 @@ class RequestProcessor:
         priority = _ENGINE_PRIORITY[request.priority]
         if getattr(body, "service_tier", None) == "flex":
             priority = _ENGINE_PRIORITY[Priority.LOW]
-        call = EngineCall(
-            request_id=request.request_id,
-            endpoint=Endpoint.CHAT if request.is_chat else Endpoint.COMPLETIONS,
-            body=body.engine_fields(),
-            priority=priority,
-        )
         queue_ms = max(0.0, (now - request.created_at).total_seconds() * 1000)
         self._metrics.queue_seconds.observe(queue_ms / 1000)
-        progress = _Progress(
-            assembler=ChunkAssembler(chat=request.is_chat),
-            start=time.monotonic(),
-            queue_ms=queue_ms,
-            completion_id=f"{'chatcmpl' if request.is_chat else 'cmpl'}-{request.request_id}",
-        )
-        await self._generate(record, request, call, control, progress, trace, alone)
-        total_ms = queue_ms + (time.monotonic() - progress.start) * 1000
-        usage = Usage.model_validate(progress.assembler.usage or _NO_USAGE)
-        shape = ChatCompletion if request.is_chat else TextCompletion
-        completion = shape.model_validate(
-            {
-                "id": progress.completion_id,
-                "created": int(time.time()),
-                "model": cfg.served_model,
-                "choices": progress.assembler.choices(),
-                "usage": usage,
-            }
-        )
+        answer = AnswerStream(self._engine, self._producer, request, queue_ms=queue_ms, trace=trace)
+        await self._generate(record, request, answer, priority, control, alone)
+        total_ms = answer.elapsed_ms()
         result = ChatResult(
             schema_version=request.schema_version,
             request_id=request.request_id,
-            completion=completion,
-            timings=Timings(queue_ms=queue_ms, ttft_ms=progress.ttft_ms, total_ms=total_ms),
+            completion=answer.completion(cfg.served_model),
+            timings=Timings(queue_ms=queue_ms, ttft_ms=answer.ttft_ms, total_ms=total_ms),
             worker_id=cfg.worker_id,
         )
         value, headers = encode(result)
-        self._observe(usage, progress.ttft_ms, queue_ms, total_ms)
+        self._observe(answer.usage(), answer.ttft_ms, queue_ms, total_ms)
         return value, headers
 
     def _observe(
@@ -288,14 +238,13 @@ class RequestProcessor:
         self,
         record: Record,
         request: ChatRequest,
-        call: EngineCall,
+        answer: AnswerStream,
+        priority: int,
         control: RequestControl,
-        progress: _Progress,
-        trace: Headers,
         alone: bool,
     ) -> None:
-        """Stream from the engine until done, cancelled or past the deadline; the last two
-        close the engine's stream, which aborts the request in the engine."""
+        """Read the answer until done, cancelled or past the deadline; the last two close
+        the engine's stream, which aborts the request in the engine."""
         rid = request.request_id
         loop = asyncio.get_running_loop()
         when = None
@@ -307,62 +256,18 @@ class RequestProcessor:
                 self._gate.enter(rid, record, alone=alone, stop=control.stop),
             ):
                 control.raise_if_stopped("before it reached the engine")
-                consume = asyncio.create_task(self._consume(request, call, progress, trace))
+                reading = asyncio.create_task(answer.run(priority))
                 stopped = asyncio.create_task(control.stop.wait())
                 try:
-                    await asyncio.wait({consume, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({reading, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     await cancel_and_wait(stopped)
-                    await cancel_and_wait(consume)
-                if not consume.cancelled():
-                    consume.result()  # the engine's error, if it raised one
+                    await cancel_and_wait(reading)  # re-raises the engine's error, if any
         except TimeoutError:
             raise DeadlineExceededError(
-                f"deadline passed during generation after {progress.tokens} tokens; aborted"
+                f"deadline passed during generation after {answer.steps} tokens; aborted"
             ) from None
-        control.raise_if_stopped(f"after {progress.tokens} tokens")
-
-    async def _consume(
-        self, request: ChatRequest, call: EngineCall, progress: _Progress, trace: Headers
-    ) -> None:
-        seq = 0
-        async with contextlib.aclosing(self._engine.serve(call)) as chunks:
-            async for chunk in chunks:
-                if progress.ttft_ms is None:
-                    progress.ttft_ms = (
-                        progress.queue_ms + (time.monotonic() - progress.start) * 1000
-                    )
-                progress.assembler.add(chunk)
-                if not chunk.get("choices"):
-                    continue  # the usage chunk: the final carries usage
-                progress.tokens += 1
-                if not request.stream:
-                    continue
-                text = _first_choice_text(chunk)
-                v2 = request.schema_version >= 2
-                if not (text or v2):
-                    continue
-                delta = StreamDelta(
-                    schema_version=request.schema_version,
-                    request_id=request.request_id,
-                    seq=seq,
-                    content=text,
-                    chunk=(
-                        {**progress.assembler.forwardable(chunk), "id": progress.completion_id}
-                        if v2
-                        else None
-                    ),
-                )
-                value, headers = encode(delta)
-                # Not awaited: deltas share the final's partition and producer, so the
-                # final's acknowledgement implies theirs.
-                await self._producer.enqueue(
-                    request.reply_to.topic,
-                    value,
-                    [*headers, *trace],
-                    partition=request.reply_to.partition,
-                )
-                seq += 1
+        control.raise_if_stopped(f"after {answer.steps} tokens")
 
     async def _send(
         self, reply_to: ReplyTo, value: bytes, headers: list[tuple[str, bytes]]
