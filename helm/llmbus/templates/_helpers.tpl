@@ -33,6 +33,10 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.kafka.topicPrefix | quote }}
 - name: LLMBUS_MODEL
   value: {{ .Values.model.name | quote }}
+- name: LLMBUS_MAX_N
+  value: {{ .Values.model.maxN | quote }}
+- name: LLMBUS_TOOL_CALL_PARSER
+  value: {{ .Values.model.toolCallParser | quote }}
 - name: LLMBUS_METRICS_PORT
   value: {{ .Values.metrics.port | quote }}
 - name: LLMBUS_KAFKA_SECURITY_PROTOCOL
