@@ -49,6 +49,7 @@ class VllmEngine:
         self._tool_call_parser = tool_call_parser
         self._llm: Any = None
         self._serving: dict[Endpoint, Any] = {}
+        self._seeded_sampling = True
 
     @property
     def max_model_len(self) -> int:
@@ -85,6 +86,12 @@ class VllmEngine:
         # vLLM's periodic throughput log line would repeat what the metrics say.
         logging.getLogger("vllm.v1.metrics.loggers").setLevel(logging.WARNING)
         self._llm = AsyncLLM.from_engine_args(args)
+        # On CPU a seeded, sampled request kills the whole engine once the scheduler splits
+        # or re-plans its prefill: vLLM then rewinds the request's random generator, and
+        # torch's CPU generator cannot rewind ("CPU Generator does not use offset").
+        import torch
+
+        self._seeded_sampling = torch.cuda.is_available()
         # The serving layer reads its options as `vllm serve` parses them; engine options
         # come from the engine itself, so only the OpenAI-side ones are given here.
         argv = ["--model", self.model_path, "--served-model-name", self.served_model]
@@ -133,6 +140,11 @@ class VllmEngine:
         from vllm.v1.engine.exceptions import EngineDeadError as VllmDeadError
 
         self._started()
+        if not self._seeded_sampling and _seeded_and_sampled(call.body):
+            raise InvalidRequestError(
+                "seed is not supported with sampling (temperature above 0) on the CPU build "
+                "of vLLM: it crashes the engine; leave seed out or use temperature 0"
+            )
         model = ChatCompletionRequest if call.endpoint is Endpoint.CHAT else CompletionRequest
         body = {
             **call.body,
@@ -183,6 +195,11 @@ class VllmEngine:
         if code in (400, 404, 422, "400", "404", "422"):
             return InvalidRequestError(message)
         return EngineRequestError(f"engine failed the request: {message}")
+
+
+def _seeded_and_sampled(body: dict[str, Any]) -> bool:
+    # An unset temperature samples (the engine's default is 1.0 without a model default).
+    return body.get("seed") is not None and body.get("temperature", 1.0) != 0
 
 
 def _first(exc: Any) -> str:
