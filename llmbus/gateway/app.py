@@ -174,9 +174,23 @@ def create_app(service: GatewayService) -> Any:
         # which values of `model` are accepted (anything else is a 404 model_not_found).
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            models = service.settings.served_models()
             for name in ("ChatCompletionBody", "CompletionBody"):
                 body = schema["components"]["schemas"][name]
-                body["properties"]["model"]["enum"] = service.settings.served_models()
+                body["properties"]["model"]["enum"] = models
+                body["properties"]["n"]["maximum"] = service.settings.max_n
+            # One working request per endpoint, for people and schema-driven tools alike.
+            examples = {
+                "/v1/chat/completions": {
+                    "model": models[0],
+                    "messages": [{"role": "user", "content": "Say hello."}],
+                    "max_tokens": 8,
+                },
+                "/v1/completions": {"model": models[0], "prompt": "Hello,", "max_tokens": 8},
+            }
+            for path, example in examples.items():
+                content = schema["paths"][path]["post"]["requestBody"]["content"]
+                content["application/json"]["example"] = example
             app.openapi_schema = schema
         return app.openapi_schema
 

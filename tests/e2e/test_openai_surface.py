@@ -299,7 +299,7 @@ async def test_batch_lines_of_every_kind_and_a_replay_that_sends_them_again(
         ("plain", "/v1/chat/completions", plain_body),
         ("text", "/v1/completions", text_body),
     ]
-    path = tmp_path / "mixed.jsonl"
+    path = tmp_path / "every-kind.jsonl"
     path.write_text(
         "".join(
             json.dumps({"custom_id": c, "method": "POST", "url": u, "body": b}) + "\n"
