@@ -41,7 +41,10 @@ WEATHER = {
 PERSON_SCHEMA = {
     "type": "object",
     # Bounded, so that a sampled name cannot outrun max_tokens and cut the JSON short.
-    "properties": {"name": {"type": "string", "maxLength": 40}, "age": {"type": "integer"}},
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+    },
     "required": ["name", "age"],
     "additionalProperties": False,
 }
@@ -223,15 +226,16 @@ async def test_structured_outputs_tools_and_completions_over_kafka(
         async def one(prompt: str, temperature: float) -> ChatResult:
             return await client.chat(
                 prompt, response_format=response_format, temperature=temperature,
-                max_tokens=100,
+                max_tokens=300,
             )  # fmt: skip
 
         for temperature in (0.0, 1.0):
             results = await asyncio.gather(*(one(p, temperature) for p in prompts))
             valid = 0
             for result in results:
-                with_errors = result.text()
-                jsonschema.validate(json.loads(with_errors), PERSON_SCHEMA)
+                finish = result.completion.choices[0].finish_reason
+                assert finish == "stop", f"cut short ({finish}): {result.text()!r}"
+                jsonschema.validate(json.loads(result.text()), PERSON_SCHEMA)
                 valid += 1
             print(f"json_schema at temperature {temperature}: {valid}/50 parse and validate")
             assert valid == 50
