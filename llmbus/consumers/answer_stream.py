@@ -45,7 +45,7 @@ class AnswerStream:
         self._assembler = ChunkAssembler(chat=request.is_chat)
         self._start = time.monotonic()
         self.queue_ms = queue_ms
-        self.completion_id = f"{'chatcmpl' if request.is_chat else 'cmpl'}-{request.request_id}"
+        self.completion_id = request.completion_id
         self.ttft_ms: float | None = None
         """From the request's creation to the engine's first chunk."""
         self.steps = 0

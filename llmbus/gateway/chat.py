@@ -84,9 +84,8 @@ class ChunkStream:
         self._replies = client.send(request)
         self._first: StreamDelta | ChatResult | None = None
         self._created = int(time.time())
-        self._chat = request.is_chat
-        self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{request.request_id}"
-        self._object = "chat.completion.chunk" if self._chat else "text_completion"
+        self._id = request.completion_id
+        self._object = "chat.completion.chunk" if request.is_chat else "text_completion"
         self.finished = False
 
     async def open(self) -> None:

@@ -46,8 +46,9 @@ WireVersion = Literal[1, 2]
 outputs, ``n``, logprobs, legacy completions). A request is sent as 1 whenever version 1
 can carry it, so workers of the older version keep serving it during a rolling upgrade."""
 
-_V1_BODY_FIELDS = frozenset({"model", "messages", "temperature", "top_p", "max_tokens", "stop"})
-_V1_BODY_FIELDS_WITH_SEED = _V1_BODY_FIELDS | {"seed"}
+_V1_BODY_FIELDS = frozenset(
+    {"model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed"}
+)
 
 
 def _body_kind(value: Any) -> str:
@@ -59,7 +60,7 @@ def lowest_version(body: ChatCompletionRequest | CompletionRequest) -> WireVersi
     """The oldest wire version that carries ``body`` without losing anything."""
     if not isinstance(body, ChatCompletionRequest):
         return 2
-    if not body.model_dump(exclude_defaults=True).keys() <= _V1_BODY_FIELDS_WITH_SEED:
+    if not body.model_dump(exclude_defaults=True).keys() <= _V1_BODY_FIELDS:
         return 2
     plain = all(
         isinstance(m.content, str)
@@ -115,6 +116,11 @@ class ChatRequest(BaseModel):
     @property
     def is_chat(self) -> bool:
         return isinstance(self.body, ChatCompletionRequest)
+
+    @property
+    def completion_id(self) -> str:
+        """The id of the answer's OpenAI object and of every chunk of it."""
+        return f"{'chatcmpl' if self.is_chat else 'cmpl'}-{self.request_id}"
 
     @field_validator("metadata")
     @classmethod
