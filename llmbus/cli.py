@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from llmbus import logs
+from llmbus.consumers.batch_throttle import StepCostModel
 from llmbus.errors import EngineDeadError, LlmbusError, RemoteError
 from llmbus.settings import Settings, default_state_dir
 
@@ -99,7 +100,9 @@ async def cmd_model_path(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def make_engine(settings: Settings, spec: str | None) -> Any:
+def make_engine(
+    settings: Settings, spec: str | None, step_costs: StepCostModel | None = None
+) -> Any:
     """The real vLLM engine, or ``module:factory`` (called with the settings) for tests."""
     if spec:
         module, _, attr = spec.partition(":")
@@ -115,7 +118,26 @@ def make_engine(settings: Settings, spec: str | None) -> Any:
         kv_cache_gib=settings.kv_cache_gib,
         dtype=settings.dtype,
         tool_call_parser=settings.tool_call_parser or None,
+        cache_dir=settings.cache_dir,
+        step_costs=step_costs,
     )
+
+
+async def cmd_precision_check(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.consumers.precision_eval import allowed_drop
+    from llmbus.jobs.precision_check import check_precision
+
+    verdict = await check_precision(settings, max_tokens=args.max_tokens)
+    total = verdict.total
+    print(f"float32 : score {verdict.fp32_score}/{total}, {verdict.fp32_tok_s:.1f} tok/s")
+    print(f"bfloat16: score {verdict.bf16_score}/{total}, {verdict.bf16_tok_s:.1f} tok/s")
+    keeps = "keeps" if verdict.keeps_score else "does not keep"
+    print(
+        f"bfloat16 {keeps} the score (tolerance {allowed_drop(total)}); "
+        f"dtype=auto on an AVX512-BF16 CPU now picks "
+        f"{'bfloat16' if verdict.keeps_score else 'float32'} for {verdict.model_path}"
+    )
+    return 0
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,12 +147,14 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     await ensure_topics(settings.kafka, settings.topics())
-    engine = make_engine(settings, args.engine)
+    step_costs = StepCostModel()
+    engine = make_engine(settings, args.engine, step_costs)
     await engine.start()
     worker = Worker(
         WorkerConfig.from_settings(settings, worker_id),
         engine,
         WorkerMetrics(_registry(settings, forward_global=True)),
+        step_costs,
     )
     _on_signals(worker.stop)
     print(f"worker {worker_id} serving {settings.model} from {settings.requests_topic}", flush=True)
@@ -261,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("model-path", help="prepare and print the model directory").set_defaults(
         func=cmd_model_path
     )
+    from llmbus.consumers.precision_eval import EVAL_MAX_TOKENS
+
+    precision = sub.add_parser(
+        "precision-check",
+        help="score the model in float32 and bfloat16 and store whether bf16 keeps the score",
+    )
+    precision.add_argument("--max-tokens", type=int, default=EVAL_MAX_TOKENS, help="per answer")
+    precision.set_defaults(func=cmd_precision_check)
     worker = sub.add_parser("worker", help="serve the model's request topic with vLLM")
     worker.add_argument("--engine", help="module:factory of another engine (tests)")
     worker.set_defaults(func=cmd_worker)

@@ -31,6 +31,11 @@ class WorkerMetrics:
         self.inflight = Gauge(
             "llmbus_requests_inflight", "Requests handed to the engine", registry=registry
         )
+        self.batch_slot_limit = Gauge(
+            "llmbus_batch_slot_limit",
+            "Batch-lane requests the worker admits now (lowered while interactive ones run)",
+            registry=registry,
+        )
         self.tokens_in = Counter(
             "llmbus_prompt_tokens_total", "Prompt tokens", ["model"], registry=registry
         )
@@ -42,7 +47,7 @@ class WorkerMetrics:
         )
         self.ttft_seconds = Histogram(
             "llmbus_time_to_first_token_seconds",
-            "Created to first token",
+            "Created to first token, of streamed requests (vLLM's own histogram counts all)",
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )

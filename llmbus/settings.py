@@ -105,6 +105,17 @@ class Settings(BaseSettings):
     running batch at its next step even behind a full batch backlog. Default: an eighth
     of ``max_num_seqs`` (at least 1)."""
 
+    interactive_slowdown: float = 1.25
+    """How much slower than alone an interactive request's tokens may come while batch work
+    shares the engine. While interactive requests run (and ``interactive_hold_s`` after),
+    the batch lane is capped to the sequences that keep within it, from the engine's
+    measured step cost per sequence; batch throughput drops meanwhile (the trade). 1 or
+    less: no cap beyond ``batch_reserved_slots``. See ``consumers/batch_throttle.py``."""
+    interactive_hold_s: float = 5.0
+    """How long the cap outlives the last interactive request: a chat's next turn or a
+    service's next call usually comes within seconds, and batch sequences admitted in the
+    gap would slow it for their whole length."""
+
     audit_batch_size: int = 500
     audit_flush_interval_s: float = 0.5
     """The auditor writes at least this often so rows appear within a second."""

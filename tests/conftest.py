@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from llmbus import logs
 from llmbus.bus import ensure_topics
 from llmbus.consumers.auditor import Auditor, AuditorConfig
+from llmbus.consumers.batch_throttle import StepCostModel
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.worker import Worker, WorkerConfig
 from llmbus.metrics import AuditMetrics, WorkerMetrics
@@ -79,11 +80,17 @@ async def analyst_db(stack: LocalStack) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="session")
-async def engine() -> AsyncIterator[Engine]:
+def step_costs() -> StepCostModel:
+    """The session engine's step timings, as a worker's batch throttle reads them."""
+    return StepCostModel()
+
+
+@pytest.fixture(scope="session")
+async def engine(step_costs: StepCostModel) -> AsyncIterator[Engine]:
     """The real vLLM engine on the default model, loaded once for the whole session."""
     from llmbus.cli import make_engine
 
-    vllm = make_engine(Settings(max_num_seqs=64, max_model_len=2048), None)
+    vllm = make_engine(Settings(max_num_seqs=64, max_model_len=2048), None, step_costs)
     await vllm.start()
     yield vllm
     await vllm.stop()
@@ -168,11 +175,19 @@ class Bus:
                 await asyncio.sleep(0.2)
         raise RuntimeError("gateway did not become healthy")
 
-    async def start_worker(self, engine: Engine, *, worker_id: str = "w1") -> Worker:
+    async def start_worker(
+        self,
+        engine: Engine,
+        *,
+        worker_id: str = "w1",
+        metrics: WorkerMetrics | None = None,
+        step_costs: StepCostModel | None = None,
+    ) -> Worker:
         worker = Worker(
             WorkerConfig.from_settings(self.settings, worker_id),
             engine,
-            WorkerMetrics(CollectorRegistry()),
+            metrics or WorkerMetrics(CollectorRegistry()),
+            step_costs,
         )
         self.tasks.append((worker, asyncio.create_task(worker.run())))
         return worker

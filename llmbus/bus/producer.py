@@ -32,9 +32,10 @@ class BusProducer:
             # a retried send after a broker blip is not written twice.
             acks="all",
             enable_idempotence=True,
-            # 5 ms of batching lets many concurrent finals share a request without adding
-            # noticeable latency (generation takes hundreds of ms).
-            linger_ms=5,
+            # No linger: every hop of a request (ask, answered log, final) would wait it out,
+            # which made up most of llmbus's added latency at low load. Under load records
+            # still share requests: they accumulate while the previous one is in flight.
+            linger_ms=0,
             max_request_size=self._max_request_bytes + 64 * 1024,
             # A broker restart takes seconds; keep retrying a send rather than failing it.
             request_timeout_ms=30_000,

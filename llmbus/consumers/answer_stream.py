@@ -1,9 +1,10 @@
 """``AnswerStream``: one request's chunks from the engine, read to the end.
 
-It times the first chunk, assembles the final object (``ChunkAssembler``) and, for a
-streaming requester, forwards each chunk as a ``StreamDelta``. Deltas are not awaited one
-by one: they share the final's partition and producer, so the final's acknowledgement
-implies theirs.
+For a streaming requester it times the first chunk, forwards each chunk as a
+``StreamDelta`` and assembles the final object (``ChunkAssembler``); a request without
+streaming is answered by the engine in one piece, normalised by the same assembler.
+Deltas are not awaited one by one: they share the final's partition and producer, so the
+final's acknowledgement implies theirs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from llmbus.schemas import (
     encode,
 )
 
+_WHOLE_RESPONSES = ("chat.completion", "text_completion")
 _NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
@@ -47,7 +49,8 @@ class AnswerStream:
         self.queue_ms = queue_ms
         self.completion_id = request.completion_id
         self.ttft_ms: float | None = None
-        """From the request's creation to the engine's first chunk."""
+        """From the request's creation to the engine's first chunk (streamed requests;
+        vLLM's own ``vllm:time_to_first_token_seconds`` covers every request)."""
         self.steps = 0
         """Chunks with choices so far: one per engine step, so about the tokens generated."""
 
@@ -62,6 +65,7 @@ class AnswerStream:
             endpoint=Endpoint.CHAT if request.is_chat else Endpoint.COMPLETIONS,
             body=request.body.engine_fields(),
             priority=priority,
+            stream=request.stream,
         )
 
     async def run(self, priority: int) -> None:
@@ -71,6 +75,11 @@ class AnswerStream:
         seq = 0
         async with contextlib.aclosing(self._engine.serve(self.call(priority))) as chunks:
             async for chunk in chunks:
+                if chunk.get("object") in _WHOLE_RESPONSES:
+                    # Asked without streaming: no first token to time, nothing to forward.
+                    self._assembler.add_whole(chunk)
+                    self.steps = self._assembler.completion_tokens()
+                    continue
                 if self.ttft_ms is None:
                     self.ttft_ms = self.elapsed_ms()
                 self._assembler.add(chunk)

@@ -1,9 +1,9 @@
 """``ChunkAssembler``: OpenAI stream chunks in, the equivalent non-streamed object out.
 
-The worker always streams from the engine (to time the first token and forward deltas),
-so the final ``chat.completion`` / ``text_completion`` is assembled here, the way OpenAI
-clients accumulate a stream: text appended per choice, tool calls merged by their index
-(id and name from the first fragment, arguments appended), logprobs appended.
+A streamed request's final ``chat.completion`` / ``text_completion`` is assembled here,
+the way OpenAI clients accumulate a stream: text appended per choice, tool calls merged by
+their index (id and name from the first fragment, arguments appended), logprobs appended.
+A whole response from the engine goes through the same steps, so both leave in one shape.
 """
 
 from __future__ import annotations
@@ -44,6 +44,25 @@ class ChunkAssembler:
             if raw.get("finish_reason") is not None:
                 choice.finish_reason = raw["finish_reason"]
                 choice.stop_reason = raw.get("stop_reason")
+
+    def add_whole(self, response: dict[str, Any]) -> None:
+        """A non-streamed response (``chat.completion`` / ``text_completion``), taken in
+        as the one chunk it is equivalent to, so both paths normalise alike."""
+        choices = []
+        for raw in response.get("choices") or ():
+            choice = {k: raw.get(k) for k in ("index", "logprobs", "finish_reason", "stop_reason")}
+            if self._chat:
+                message = dict(raw.get("message") or {})
+                calls = message.get("tool_calls") or ()
+                message["tool_calls"] = [{**c, "index": i} for i, c in enumerate(calls)]
+                choice["delta"] = message
+            else:
+                choice["text"] = raw.get("text")
+            choices.append(choice)
+        self.add({"choices": choices, "usage": response.get("usage")})
+
+    def completion_tokens(self) -> int:
+        return int((self.usage or {}).get("completion_tokens", 0))
 
     @staticmethod
     def _add_delta(choice: _Choice, delta: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """What the worker needs from an inference engine; vLLM's adapter implements it.
 
 Kept free of vLLM imports so tests and tools can provide another engine (by import path).
-The engine speaks OpenAI: it takes a request body of the endpoint it serves and streams
-OpenAI chunks back (``chat.completion.chunk`` or ``text_completion``), so everything
+The engine speaks OpenAI: it takes a request body of the endpoint it serves and answers
+with OpenAI objects (stream chunks, or one whole response), so everything
 vLLM's OpenAI server understands (tools, structured outputs, ``n``, logprobs) reaches it
 unchanged.
 """
@@ -28,6 +28,10 @@ class EngineCall:
     """The OpenAI request body, as the endpoint's clients send it (no stream fields)."""
     priority: int = 1
     """Lower runs first (vLLM's priority scheduling)."""
+    stream: bool = True
+    """Whether the caller wants chunks as they come. Without, the engine may answer with
+    one whole response (``chat.completion`` / ``text_completion`` object) at the end,
+    which spares the per-token work of building, encoding and reading chunks."""
 
 
 class Engine(Protocol):
@@ -43,7 +47,9 @@ class Engine(Protocol):
 
     def serve(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
         """Stream the answer as OpenAI chunks; the last one carries ``usage`` and no
-        choices. Closing the iterator early aborts the request in the engine.
+        choices. When ``call.stream`` is false the engine may instead yield a single
+        whole response carrying ``usage``. Closing the iterator early aborts the request
+        in the engine.
 
         Raises InvalidRequestError or ContextLengthExceededError (the engine refused this
         request), EngineRequestError (this request failed) or EngineDeadError (the engine

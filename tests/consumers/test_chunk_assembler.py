@@ -70,3 +70,50 @@ def test_legacy_completions_keep_text_and_logprob_lists() -> None:
     assert first["text"] == "AB" and first["finish_reason"] == "stop"
     assert first["logprobs"]["tokens"] == ["A", "A"] and first["logprobs"]["text_offset"] == [0, 0]
     assert second == {"index": 1, "text": "Z", "logprobs": None, "finish_reason": "length"}
+
+
+def test_a_whole_response_leaves_in_the_same_shape_as_its_stream() -> None:
+    """Non-streamed requests get one whole response from the engine; it must come out
+    exactly as the equivalent stream would (tool calls end as ``tool_calls``)."""
+    call = {"id": "call-1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    whole = {
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                "logprobs": None,
+                "finish_reason": "stop",
+                "stop_reason": None,
+            },
+            {
+                "index": 1,
+                "message": {"role": "assistant", "content": "Hi", "tool_calls": []},
+                "logprobs": {"content": [{"t": 1}]},
+                "finish_reason": "length",
+            },
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+    }
+    a = ChunkAssembler(chat=True)
+    a.add_whole(whole)
+    streamed = ChunkAssembler(chat=True)
+    streamed.add(chat_chunk(0, tool_calls=[{**call, "index": 0}]))
+    streamed.add(chat_chunk(0, finish="stop"))
+    streamed.add({"choices": [{"index": 1, "delta": {"content": "Hi"}, "finish_reason": "length",
+                               "logprobs": {"content": [{"t": 1}]}}]})  # fmt: skip
+    assert a.choices() == streamed.choices()
+    assert a.choices()[0]["finish_reason"] == "tool_calls"
+    assert a.completion_tokens() == 7
+
+    legacy = ChunkAssembler(chat=False)
+    legacy.add_whole(
+        {
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": "abc", "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+        }
+    )
+    assert legacy.choices() == [
+        {"index": 0, "text": "abc", "logprobs": None, "finish_reason": "stop"}
+    ]

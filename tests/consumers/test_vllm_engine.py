@@ -1,0 +1,59 @@
+"""The vLLM adapter on the real engine: streamed and whole answers agree, and a cancelled
+whole answer is a cancellation (aborted in vLLM), not an engine error."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from llmbus.consumers.chunk_assembler import ChunkAssembler
+from llmbus.consumers.engine import Endpoint, Engine, EngineCall
+
+pytestmark = pytest.mark.integration
+
+BODY = {
+    "model": "smollm2-135m-instruct",
+    "messages": [{"role": "user", "content": "Name three fruits."}],
+    "max_tokens": 24,
+    "temperature": 0,
+}
+
+
+async def answers(engine: Engine, rid: str, *, stream: bool) -> list[dict[str, Any]]:
+    call = EngineCall(rid, Endpoint.CHAT, BODY, stream=stream)
+    async with contextlib.aclosing(engine.serve(call)) as chunks:
+        return [chunk async for chunk in chunks]
+
+
+async def test_a_whole_answer_equals_the_assembled_stream(engine: Engine) -> None:
+    whole = await answers(engine, "whole-1", stream=False)
+    assert len(whole) == 1 and whole[0]["object"] == "chat.completion"
+    streamed = await answers(engine, "streamed-1", stream=True)
+    assert len(streamed) > 2 and streamed[-1]["usage"]["completion_tokens"] > 0
+    a, b = ChunkAssembler(chat=True), ChunkAssembler(chat=True)
+    a.add_whole(whole[0])
+    for chunk in streamed:
+        b.add(chunk)
+    assert a.choices() == b.choices()  # greedy: the same text, finish reason and shape
+    assert a.usage is not None and b.usage is not None
+    assert a.completion_tokens() == b.completion_tokens() > 0
+
+
+async def test_cancelling_a_whole_answer_cancels_and_the_engine_serves_on(engine: Engine) -> None:
+    long = {**BODY, "max_tokens": 400, "messages": [{"role": "user", "content": "Tell a story."}]}
+    call = EngineCall("cancel-whole", Endpoint.CHAT, long, stream=False)
+
+    async def read() -> list[dict[str, Any]]:
+        async with contextlib.aclosing(engine.serve(call)) as chunks:
+            return [chunk async for chunk in chunks]
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(1.0)  # well into generation
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    after = await answers(engine, "after-cancel", stream=False)
+    assert after[0]["choices"][0]["message"]["content"]
