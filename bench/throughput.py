@@ -100,6 +100,9 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         "LLMBUS_MAX_NUM_SEQS": str(MAX_NUM_SEQS),
         "LLMBUS_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
         "LLMBUS_STATE_DIR": str(settings.state_dir),
+        # The baselines run in float32; "auto" could pick bfloat16 on a CPU where
+        # `llmbus precision-check` found it keeps the model's answers.
+        "LLMBUS_DTYPE": os.environ.get("LLMBUS_DTYPE", "float32"),
     }
     with open(log, "w") as fh:
         return subprocess.Popen(

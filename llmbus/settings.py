@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     """Where the weights are (HF-style directory or hub name); defaults from ``model``."""
 
     dtype: str = "auto"
-    """vLLM dtype; "auto" means float32 on CPU (see VllmEngine) and the model's own on GPU."""
+    """vLLM dtype. "auto": the model's own on GPU; on a CPU with AVX512-BF16, bfloat16 only
+    if ``llmbus precision-check`` found the model keeps its eval score in it, else float32
+    (``consumers/precision_eval.py``); the worker logs its choice and the reason."""
 
     topic_prefix: str = "llmbus"
     request_partitions: int = 4

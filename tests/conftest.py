@@ -90,7 +90,10 @@ async def engine(step_costs: StepCostModel) -> AsyncIterator[Engine]:
     """The real vLLM engine on the default model, loaded once for the whole session."""
     from llmbus.cli import make_engine
 
-    vllm = make_engine(Settings(max_num_seqs=64, max_model_len=2048), None, step_costs)
+    # float32 as on a fresh machine: "auto" would pick bfloat16 where a precision verdict
+    # from `llmbus precision-check` is cached, and answers would differ between machines.
+    settings = Settings(max_num_seqs=64, max_model_len=2048, dtype="float32")
+    vllm = make_engine(settings, None, step_costs)
     await vllm.start()
     yield vllm
     await vllm.stop()
@@ -220,6 +223,7 @@ class Bus:
             **self.stack.env(),
             "LLMBUS_TOPIC_PREFIX": self.settings.topic_prefix,
             "LLMBUS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            "LLMBUS_DTYPE": "float32",  # as the session engine, on any machine
         }
 
 

