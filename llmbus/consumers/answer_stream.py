@@ -26,7 +26,6 @@ from llmbus.schemas import (
     encode,
 )
 
-_WHOLE_RESPONSES = ("chat.completion", "text_completion")
 _NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
@@ -65,18 +64,23 @@ class AnswerStream:
             endpoint=Endpoint.CHAT if request.is_chat else Endpoint.COMPLETIONS,
             body=request.body.engine_fields(),
             priority=priority,
-            stream=request.stream,
+            # Requests with tools are streamed from vLLM even when the requester does not
+            # stream: its non-streamed path drops a tool call whose arguments max_tokens
+            # cut short (the parser fails on the partial JSON); the streamed path keeps the
+            # call and its name, as llmbus has always answered.
+            stream=request.stream or bool(getattr(request.body, "tools", None)),
         )
 
     async def run(self, priority: int) -> None:
         """Read the engine's stream to its end. Cancelling this closes the stream, which
         aborts the request in the engine."""
         request = self._request
+        call = self.call(priority)
         seq = 0
-        async with contextlib.aclosing(self._engine.serve(self.call(priority))) as chunks:
+        async with contextlib.aclosing(self._engine.serve(call)) as chunks:
             async for chunk in chunks:
-                if chunk.get("object") in _WHOLE_RESPONSES:
-                    # Asked without streaming: no first token to time, nothing to forward.
+                if not call.stream:
+                    # One whole response: no first token to time, nothing to forward.
                     self._assembler.add_whole(chunk)
                     self.steps = self._assembler.completion_tokens()
                     continue

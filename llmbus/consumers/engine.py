@@ -29,9 +29,9 @@ class EngineCall:
     priority: int = 1
     """Lower runs first (vLLM's priority scheduling)."""
     stream: bool = True
-    """Whether the caller wants chunks as they come. Without, the engine may answer with
-    one whole response (``chat.completion`` / ``text_completion`` object) at the end,
-    which spares the per-token work of building, encoding and reading chunks."""
+    """Whether the caller wants chunks as they come. Without, the engine answers with one
+    whole response (a ``chat.completion`` / ``text_completion`` object with ``usage``) at
+    the end, which spares the per-token work of building, encoding and reading chunks."""
 
 
 class Engine(Protocol):
@@ -47,7 +47,7 @@ class Engine(Protocol):
 
     def serve(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
         """Stream the answer as OpenAI chunks; the last one carries ``usage`` and no
-        choices. When ``call.stream`` is false the engine may instead yield a single
+        choices. When ``call.stream`` is false the engine instead yields exactly one
         whole response carrying ``usage``. Closing the iterator early aborts the request
         in the engine.
 

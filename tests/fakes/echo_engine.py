@@ -54,6 +54,27 @@ class EchoEngine:
         raise EngineDeadError("stand-in engine died")
 
     async def serve(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
+        """As the ``Engine`` protocol asks: the chunks, or (``call.stream`` false) one whole
+        response made of them."""
+        chunks = self._chunks(call)
+        if call.stream:
+            async for chunk in chunks:
+                yield chunk
+            return
+        text, usage = "", None
+        async for chunk in chunks:
+            usage = chunk.get("usage") or usage
+            for choice in chunk["choices"]:
+                text += (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+        if call.endpoint is Endpoint.CHAT:
+            answer: dict[str, Any] = {"message": {"role": "assistant", "content": text}}
+            kind = "chat.completion"
+        else:
+            answer, kind = {"text": text}, "text_completion"
+        choice = {"index": 0, "finish_reason": "stop", "logprobs": None, **answer}
+        yield {"id": call.request_id, "object": kind, "choices": [choice], "usage": usage}
+
+    async def _chunks(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
         """OpenAI chunks of "echo: w<len> ..." for the last message's words, one a step;
         closing the stream early counts as an abort, as in vLLM."""
         rid = call.request_id
