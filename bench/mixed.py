@@ -118,21 +118,14 @@ def one_worker(args: argparse.Namespace, env: dict[str, str], *, measure_idle: b
     settings = bench_settings()
     stack = LocalStack(settings, fast_unsafe=True)
     asyncio.run(stack.up())
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        worker = start_worker(settings, settings.state_dir / "worker.log")
+        worker = start_worker(settings, settings.state_dir / "worker.log", env)
         try:
             return asyncio.run(run_phases(settings, args, measure_idle=measure_idle))
         finally:
             worker.terminate()
             worker.wait(timeout=60)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         stack.down(purge=True)
         shutil.rmtree(settings.state_dir, ignore_errors=True)
 

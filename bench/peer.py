@@ -170,7 +170,9 @@ def run_llmbus(args: argparse.Namespace) -> dict[str, Any]:
         asyncio.run(stack.up())
         url = stack.postgres.url("llmbus_writer")
         settings = settings.model_copy(update={"database_url": SecretStr(url)})
-        procs.append(start_worker(settings, settings.state_dir / "worker.log"))
+        # float32 whatever LLMBUS_DTYPE says: `vllm serve` runs with --dtype float32.
+        worker_env = {"LLMBUS_DTYPE": "float32"}
+        procs.append(start_worker(settings, settings.state_dir / "worker.log", worker_env))
         port = free_port()
         env = {**os.environ, **stack.env(), "LLMBUS_TOPIC_PREFIX": settings.topic_prefix,
                "LLMBUS_GATEWAY_PORT": str(port), "LLMBUS_LOG_LEVEL": "WARNING"}  # fmt: skip
@@ -208,7 +210,6 @@ def main() -> None:
     if args.rounds < 1 or args.n < 1 or args.ttft_n < 1:
         parser.error("-n, --ttft-n and --rounds must be at least 1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # both sides inherit it
-    os.environ["LLMBUS_DTYPE"] = "float32"  # the worker's dtype, as --dtype for vllm serve
     base = Settings()
     model_path = resolve_model_path(base.model, base.model_path, base.cache_dir)
     rounds: list[dict[str, Any]] = []

@@ -92,7 +92,9 @@ def bench_settings() -> Settings:
     )
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    settings: Settings, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "LLMBUS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -103,6 +105,7 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         # The baselines run in float32; "auto" could pick bfloat16 on a CPU where
         # `llmbus precision-check` found it keeps the model's answers.
         "LLMBUS_DTYPE": os.environ.get("LLMBUS_DTYPE", "float32"),
+        **(extra_env or {}),
     }
     with open(log, "w") as fh:
         return subprocess.Popen(

@@ -110,33 +110,25 @@ def make_engine(
     from llmbus.consumers.vllm_engine import VllmEngine
     from llmbus.stack.model_cache import resolve_model_path
 
-    return VllmEngine(
-        resolve_model_path(settings.model, settings.model_path, settings.cache_dir),
-        served_model=settings.model,
-        max_num_seqs=settings.max_num_seqs,
-        max_model_len=settings.max_model_len,
-        kv_cache_gib=settings.kv_cache_gib,
-        dtype=settings.dtype,
-        tool_call_parser=settings.tool_call_parser or None,
-        cache_dir=settings.cache_dir,
-        step_costs=step_costs,
-    )
+    model_path = resolve_model_path(settings.model, settings.model_path, settings.cache_dir)
+    return VllmEngine.from_settings(settings, model_path, step_costs)
 
 
 async def cmd_precision_check(settings: Settings, args: argparse.Namespace) -> int:
-    from llmbus.consumers.precision_eval import allowed_drop
+    from llmbus.consumers.precision_eval import choose_dtype, cpu_has_avx512_bf16
     from llmbus.jobs.precision_check import check_precision
 
     verdict = await check_precision(settings, max_tokens=args.max_tokens)
     total = verdict.total
     print(f"float32 : score {verdict.fp32_score}/{total}, {verdict.fp32_tok_s:.1f} tok/s")
     print(f"bfloat16: score {verdict.bf16_score}/{total}, {verdict.bf16_tok_s:.1f} tok/s")
-    keeps = "keeps" if verdict.keeps_score else "does not keep"
-    print(
-        f"bfloat16 {keeps} the score (tolerance {allowed_drop(total)}); "
-        f"dtype=auto on an AVX512-BF16 CPU now picks "
-        f"{'bfloat16' if verdict.keeps_score else 'float32'} for {verdict.model_path}"
+    import torch
+
+    cuda = torch.cuda.is_available()
+    choice = choose_dtype(
+        "auto", verdict.model_path, settings.cache_dir, cuda=cuda, cpu_bf16=cpu_has_avx512_bf16()
     )
+    print(f"dtype=auto picks {choice.dtype} for {verdict.model_path}: {choice.reason}")
     return 0
 
 

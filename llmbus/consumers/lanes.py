@@ -24,6 +24,8 @@ class FetchPlan:
     """Partitions not to fetch from now."""
     max_records: int
     """How many records the next fetch may return; 0 means wait for a free slot."""
+    batch_limit: int
+    """The batch lane's limit this plan was made with (``LaneAdmission.batch_limit``)."""
 
 
 class LaneAdmission:
@@ -72,12 +74,13 @@ class LaneAdmission:
         return min(self._max_batch, self._throttle.limit(self.interactive))
 
     def plan(self, assignment: set[TopicPartition]) -> FetchPlan:
+        limit = self.batch_limit()
         free = self._max_inflight - self.interactive - self.batch
         if free <= 0:
-            return FetchPlan(set(assignment), 0)
-        free_batch = self.batch_limit() - self.batch
+            return FetchPlan(set(assignment), 0, limit)
+        free_batch = limit - self.batch
         if free_batch <= 0:
-            return FetchPlan({tp for tp in assignment if self.is_batch(tp)}, free)
+            return FetchPlan({tp for tp in assignment if self.is_batch(tp)}, free, limit)
         # Both lanes open: fetch no more than the batch lane may still take, so one fetch
         # can never overfill it; interactive records left over come in the next fetch.
-        return FetchPlan(set(), min(free, free_batch))
+        return FetchPlan(set(), min(free, free_batch), limit)

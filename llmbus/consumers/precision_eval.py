@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmbus.consumers.chunk_assembler import ChunkAssembler
 from llmbus.consumers.engine import Endpoint, Engine, EngineCall
 
 TOLERANCE = 0.05
@@ -132,15 +133,11 @@ async def run_eval(
             "temperature": 0,
         }
         call = EngineCall(f"precision-eval-{index}", Endpoint.CHAT, body)
-        text: list[str] = []
-        tokens = 0
+        answer = ChunkAssembler(chat=True)
         async with contextlib.aclosing(engine.serve(call)) as chunks:
             async for chunk in chunks:
-                for choice in chunk.get("choices") or ():
-                    text.append((choice.get("delta") or {}).get("content") or "")
-                if chunk.get("usage"):
-                    tokens = int(chunk["usage"].get("completion_tokens") or 0)
-        return "".join(text), tokens
+                answer.add(chunk)
+        return answer.text(), answer.completion_tokens()
 
     start = time.perf_counter()
     replies = await asyncio.gather(*(ask(i, item) for i, item in enumerate(items)))

@@ -28,7 +28,7 @@ from llmbus.errors import (
     InvalidRequestError,
     NotStartedError,
 )
-from llmbus.settings import default_cache_dir
+from llmbus.settings import Settings, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,23 @@ class VllmEngine:
         self._llm: Any = None
         self._serving: dict[Endpoint, Any] = {}
         self._seeded_sampling = True
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, model_path: str, step_costs: StepCostModel | None = None
+    ) -> VllmEngine:
+        """The engine a worker runs for ``settings``, on the model at ``model_path``."""
+        return cls(
+            model_path,
+            served_model=settings.model,
+            max_num_seqs=settings.max_num_seqs,
+            max_model_len=settings.max_model_len,
+            kv_cache_gib=settings.kv_cache_gib,
+            dtype=settings.dtype,
+            tool_call_parser=settings.tool_call_parser or None,
+            cache_dir=settings.cache_dir,
+            step_costs=step_costs,
+        )
 
     @property
     def max_model_len(self) -> int:

@@ -233,7 +233,7 @@ class Worker:
         while not self._stopping.is_set():
             assignment = self._consumer.assignment()
             plan = self._lanes.plan(assignment)
-            self._note_batch_limit()
+            self._note_batch_limit(plan.batch_limit)
             # Applied every round: a rebalance resets Kafka's pause state of a partition.
             self._consumer.pause(plan.paused)
             self._consumer.resume(assignment - plan.paused)
@@ -251,8 +251,7 @@ class Worker:
             for record in records:
                 self._spawn(record)
 
-    def _note_batch_limit(self) -> None:
-        limit = self._lanes.batch_limit()
+    def _note_batch_limit(self, limit: int) -> None:
         if limit != self._batch_limit:
             log.info(
                 "batch lane limit %d -> %d (%d interactive in flight)",

@@ -26,17 +26,9 @@ async def eval_in_dtype(
     """One engine in ``dtype``, started for the eval and stopped after it."""
     from llmbus.consumers.vllm_engine import VllmEngine
 
-    engine = VllmEngine(
-        model_path,
-        served_model=settings.model,
-        max_num_seqs=settings.max_num_seqs,
-        max_model_len=settings.max_model_len,
-        kv_cache_gib=settings.kv_cache_gib,
-        dtype=dtype,
-        # The eval asks plain questions; no tool calls to parse.
-        tool_call_parser=None,
-        cache_dir=settings.cache_dir,
-    )
+    # The eval asks plain questions: no tool calls to parse.
+    evaluated = settings.model_copy(update={"dtype": dtype, "tool_call_parser": ""})
+    engine = VllmEngine.from_settings(evaluated, model_path)
     await engine.start()
     try:
         return await run_eval(engine, load_eval(), model=settings.model, max_tokens=max_tokens)
