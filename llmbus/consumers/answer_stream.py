@@ -3,6 +3,7 @@
 For a streaming requester it times the first chunk, forwards each chunk as a
 ``StreamDelta`` and assembles the final object (``ChunkAssembler``); a request without
 streaming is answered by the engine in one piece, normalised by the same assembler.
+Embeddings come whole and are kept as they come.
 Deltas are not awaited one by one: they share the final's partition and producer, so the
 final's acknowledgement implies theirs.
 """
@@ -20,6 +21,7 @@ from llmbus.consumers.recent_finals import Headers
 from llmbus.schemas import (
     ChatCompletion,
     ChatRequest,
+    EmbeddingList,
     StreamDelta,
     TextCompletion,
     Usage,
@@ -44,6 +46,7 @@ class AnswerStream:
         self._request = request
         self._trace = trace
         self._assembler = ChunkAssembler(chat=request.is_chat)
+        self._embeddings: dict[str, Any] | None = None
         self._start = time.monotonic()
         self.queue_ms = queue_ms
         self.completion_id = request.completion_id
@@ -61,7 +64,7 @@ class AnswerStream:
         request = self._request
         return EngineCall(
             request_id=request.request_id,
-            endpoint=Endpoint.CHAT if request.is_chat else Endpoint.COMPLETIONS,
+            endpoint=endpoint_of(request),
             body=request.body.engine_fields(),
             priority=priority,
             # Requests with tools are streamed from vLLM even when the requester does not
@@ -79,6 +82,9 @@ class AnswerStream:
         seq = 0
         async with contextlib.aclosing(self._engine.serve(call)) as chunks:
             async for chunk in chunks:
+                if not call.endpoint.generates:
+                    self._embeddings = chunk
+                    continue
                 if not call.stream:
                     # One whole response: no first token to time, nothing to forward.
                     self._assembler.add_whole(chunk)
@@ -118,9 +124,15 @@ class AnswerStream:
         return True
 
     def usage(self) -> Usage:
+        if self._embeddings is not None:
+            return Usage.model_validate({**_NO_USAGE, **self._embeddings.get("usage", {})})
         return Usage.model_validate(self._assembler.usage or _NO_USAGE)
 
-    def completion(self, model: str) -> ChatCompletion | TextCompletion:
+    def completion(self, model: str) -> ChatCompletion | TextCompletion | EmbeddingList:
+        if self._embeddings is not None:
+            return EmbeddingList.model_validate(
+                {**self._embeddings, "id": self.completion_id, "model": model}
+            )
         shape = ChatCompletion if self._request.is_chat else TextCompletion
         return shape.model_validate(
             {
@@ -131,6 +143,12 @@ class AnswerStream:
                 "usage": self.usage(),
             }
         )
+
+
+def endpoint_of(request: ChatRequest) -> Endpoint:
+    if request.is_embedding:
+        return Endpoint.EMBEDDINGS
+    return Endpoint.CHAT if request.is_chat else Endpoint.COMPLETIONS
 
 
 def _first_choice_text(chunk: dict[str, Any]) -> str:

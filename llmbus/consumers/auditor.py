@@ -36,6 +36,9 @@ class AuditorConfig:
     batch_size: int
     flush_interval_s: float
     max_request_bytes: int
+    store_vectors: bool = False
+    """Keep embedding vectors of interactive requests (a batch's are always kept: its
+    output file is made from them)."""
 
 
 class Auditor:
@@ -100,7 +103,7 @@ class Auditor:
             if isinstance(message, ChatRequest):
                 req_rows.append(request_row(message, record.topic, record.partition, record.offset))
             elif isinstance(message, (ChatResult, ErrorReply)):
-                res_rows.append(result_row(message))
+                res_rows.append(result_row(message, store_vectors=self._config.store_vectors))
         return req_rows, res_rows
 
     async def _store(self, records: list[Record]) -> None:

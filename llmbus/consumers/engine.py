@@ -18,6 +18,11 @@ from typing import Any, Protocol
 class Endpoint(StrEnum):
     CHAT = "/v1/chat/completions"
     COMPLETIONS = "/v1/completions"
+    EMBEDDINGS = "/v1/embeddings"
+
+    @property
+    def generates(self) -> bool:
+        return self is not Endpoint.EMBEDDINGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +35,9 @@ class EngineCall:
     """Lower runs first (vLLM's priority scheduling)."""
     stream: bool = True
     """Whether the caller wants chunks as they come. Without, the engine answers with one
-    whole response (a ``chat.completion`` / ``text_completion`` object with ``usage``) at
-    the end, which spares the per-token work of building, encoding and reading chunks."""
+    whole response (a ``chat.completion`` / ``text_completion`` / embeddings ``list``
+    object with ``usage``) at the end, which spares the per-token work of building,
+    encoding and reading chunks. Embeddings are never streamed."""
 
 
 class Engine(Protocol):
@@ -40,6 +46,12 @@ class Engine(Protocol):
 
     @property
     def max_num_seqs(self) -> int: ...
+
+    @property
+    def endpoints(self) -> frozenset[Endpoint]:
+        """What the loaded model serves: chat and completions (a generating model) or
+        embeddings (a pooling model). Known after ``start()``."""
+        ...
 
     async def start(self) -> None: ...
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from llmbus.background import cancel_and_wait
 from llmbus.bus import BusProducer, Record
-from llmbus.consumers.answer_stream import AnswerStream
+from llmbus.consumers.answer_stream import AnswerStream, endpoint_of
 from llmbus.consumers.answered_log import AnsweredLog, Suspicion
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
@@ -188,7 +188,11 @@ class RequestProcessor:
             raise ModelNotFoundError(
                 f"model {body.model!r} is not served here (this worker serves {cfg.served_model!r})"
             )
-        if body.n > cfg.max_n:
+        endpoint = endpoint_of(request)
+        if endpoint not in self._engine.endpoints:
+            served = ", ".join(sorted(self._engine.endpoints))
+            raise InvalidRequestError(f"model {body.model!r} serves {served} only, not {endpoint}")
+        if getattr(body, "n", 1) > cfg.max_n:
             raise InvalidRequestError(f"n is at most {cfg.max_n} here")
         limit = body.completion_limit()
         if limit is not None and limit >= self._engine.max_model_len:
@@ -214,6 +218,7 @@ class RequestProcessor:
             completion=answer.completion(cfg.served_model),
             timings=Timings(queue_ms=queue_ms, ttft_ms=answer.ttft_ms, total_ms=total_ms),
             worker_id=cfg.worker_id,
+            batch_id=request.batch_id,
         )
         value, headers = encode(result)
         self._observe(answer.usage(), answer.ttft_ms, queue_ms, total_ms)

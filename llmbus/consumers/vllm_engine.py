@@ -2,9 +2,11 @@
 
 The engine is vLLM's ``AsyncLLM``; requests go through vLLM's own OpenAI serving layer
 (the objects its server and its batch runner build with ``init_app_state``), so chat
-templates with tools, tool-call parsers, structured outputs, ``n``, logprobs and legacy
-completions behave exactly as under ``vllm serve``. vLLM batches continuously: every call
-joins the running batch at the next step, so the worker keeps up to ``max_num_seqs`` open.
+templates with tools, tool-call parsers, structured outputs, ``n``, logprobs, legacy
+completions and embeddings behave exactly as under ``vllm serve``. vLLM batches
+continuously: every call joins the running batch at the next step, so the worker keeps up
+to ``max_num_seqs`` open. An embedding model runs on vLLM's pooling runner (chosen from the
+model's architecture, or by ``runner``) and serves ``/v1/embeddings`` only.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class VllmEngine:
         max_model_len: int,
         kv_cache_gib: int,
         dtype: str = "auto",
+        runner: str = "auto",
         tool_call_parser: str | None = "hermes",
         cache_dir: Path | None = None,
         step_costs: StepCostModel | None = None,
@@ -53,6 +56,7 @@ class VllmEngine:
         self._max_model_len = max_model_len
         self._kv_cache_gib = kv_cache_gib
         self._dtype = dtype
+        self._runner = runner
         self._tool_call_parser = tool_call_parser
         self._cache_dir = cache_dir
         """Where ``dtype=auto`` looks for the model's bf16 quality verdict."""
@@ -74,6 +78,7 @@ class VllmEngine:
             max_model_len=settings.max_model_len,
             kv_cache_gib=settings.kv_cache_gib,
             dtype=settings.dtype,
+            runner=settings.runner,
             tool_call_parser=settings.tool_call_parser or None,
             cache_dir=settings.cache_dir,
             step_costs=step_costs,
@@ -87,6 +92,10 @@ class VllmEngine:
     def max_num_seqs(self) -> int:
         return self._max_num_seqs
 
+    @property
+    def endpoints(self) -> frozenset[Endpoint]:
+        return frozenset(self._serving)
+
     async def start(self) -> None:
         # The CPU build sizes its KV cache from this variable (GiB); it is read when the
         # engine process spawns, so it must be set before the engine is built.
@@ -98,9 +107,19 @@ class VllmEngine:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        # A context beyond the model's own is refused by vLLM; a small embedding model
+        # (MiniLM: 512 positions) must start under the chat default of 2048.
+        native = AsyncEngineArgs(model=self.model_path, runner=self._runner)
+        native_len = native.create_model_config().max_model_len
+        if native_len < self._max_model_len:
+            log.info(
+                "max_model_len %d is the model's own (not %d)", native_len, self._max_model_len
+            )
+            self._max_model_len = native_len
         args = AsyncEngineArgs(
             model=self.model_path,
             served_model_name=[self.served_model],
+            runner=self._runner,
             max_num_seqs=self._max_num_seqs,
             max_model_len=self._max_model_len,
             dtype=self._resolve_dtype(),
@@ -133,10 +152,13 @@ class VllmEngine:
         state = State()
         tasks = await self._llm.get_supported_tasks()
         await init_app_state(self._llm, state, serve_args, tasks)
-        self._serving = {
-            Endpoint.CHAT: state.openai_serving_chat,
-            Endpoint.COMPLETIONS: state.openai_serving_completion,
+        handlers = {
+            Endpoint.CHAT: getattr(state, "openai_serving_chat", None),
+            Endpoint.COMPLETIONS: getattr(state, "openai_serving_completion", None),
+            Endpoint.EMBEDDINGS: getattr(state, "serving_embedding", None),
         }
+        self._serving = {e: h for e, h in handlers.items() if h is not None}
+        log.info("serving %s", ", ".join(sorted(self._serving)))
 
     def _resolve_dtype(self) -> str:
         # vLLM's own "auto" takes bfloat16 on AVX-512 CPUs, whose bf16 output was once seen
@@ -168,6 +190,7 @@ class VllmEngine:
         from pydantic import ValidationError
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.pooling.embed.protocol import EmbeddingCompletionRequest
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.entrypoints.serve.exception_handling.error_response import (
             create_error_response,
@@ -180,13 +203,17 @@ class VllmEngine:
                 "seed is not supported with sampling (temperature above 0) on the CPU build "
                 "of vLLM: it crashes the engine; leave seed out or use temperature 0"
             )
-        model = ChatCompletionRequest if call.endpoint is Endpoint.CHAT else CompletionRequest
+        model = {
+            Endpoint.CHAT: ChatCompletionRequest,
+            Endpoint.COMPLETIONS: CompletionRequest,
+            Endpoint.EMBEDDINGS: EmbeddingCompletionRequest,
+        }[call.endpoint]
         body = {
             **call.body,
             "request_id": call.request_id,
             "priority": call.priority,
         }
-        if call.stream:
+        if call.stream and call.endpoint.generates:
             # llmbus times the first token, forwards deltas and assembles the final itself;
             # the usage chunk ends the stream.
             body |= {"stream": True, "stream_options": {"include_usage": True}}
@@ -196,12 +223,17 @@ class VllmEngine:
             request = model.model_validate(body)
         except ValidationError as exc:
             raise InvalidRequestError(f"the engine refused the request: {_first(exc)}") from None
-        serving = self._serving[call.endpoint]
-        create = (
-            serving.create_chat_completion
-            if call.endpoint is Endpoint.CHAT
-            else serving.create_completion
-        )
+        serving = self._serving.get(call.endpoint)
+        if serving is None:
+            raise InvalidRequestError(
+                f"{call.endpoint} is not served by this model (it serves "
+                f"{', '.join(sorted(self._serving))})"
+            )
+        create = {
+            Endpoint.CHAT: getattr(serving, "create_chat_completion", None),
+            Endpoint.COMPLETIONS: getattr(serving, "create_completion", None),
+            Endpoint.EMBEDDINGS: serving,  # the pooling handler is called itself
+        }[call.endpoint]
         try:
             response = await create(request, raw_request=None)
         except VllmDeadError as exc:
@@ -218,6 +250,10 @@ class VllmEngine:
                 # "Client disconnected" instead of re-raising; the caller asked to cancel.
                 raise asyncio.CancelledError
             raise self._refusal(response.error.message, response.error.code)
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            # The pooling handler answers with its HTTP response, already JSON.
+            yield json.loads(response.body)
+            return
         if not call.stream:
             yield response.model_dump(mode="json")
             return

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -30,10 +29,11 @@ from llmbus.gateway.chat import (
 )
 from llmbus.gateway.middleware import BodyLimit, CallAudit
 from llmbus.gateway.openai_errors import GatewayError, from_llmbus
+from llmbus.gateway.openapi_schema import described_schema
 from llmbus.gateway.routes_common import ERROR_RESPONSES, principal_of
 from llmbus.gateway.service import GatewayService
 from llmbus.producers import LlmbusClient
-from llmbus.schemas import ChatRequest
+from llmbus.schemas import ChatRequest, EmbeddingRequest
 
 _READY_TIMEOUT_S = 3.0
 """A readiness probe must answer quickly; a dependency slower than this counts as down."""
@@ -98,14 +98,48 @@ def create_app(service: GatewayService) -> Any:
     ) -> Response:
         return await _serve(request, body, who)
 
+    @app.post("/v1/embeddings", responses=ERROR_RESPONSES)
+    async def embeddings(
+        request: Request, body: EmbeddingRequest, who: Annotated[Principal, Depends(principal_of)]
+    ) -> Response:
+        return await _serve(request, body, who)
+
     async def _serve(request: Request, body: Body, who: Principal) -> Response:
-        s = service.settings
         parts = service.parts
         request.state.model = body.model
-        if body.model not in s.served_models():
+        _check_model(body)
+        tokens = prompt_chars(body) // 4
+        if not isinstance(body, EmbeddingRequest):
+            tokens += _check_generation(body)
+        await parts.limiter.admit(who.subject, tokens, rpm=who.rpm, tpm=who.tpm)
+        chat = to_request(parts.client, body, who, deadline_s=None)
+        request.state.request_id = chat.request_id
+        logs.bind(request_id=chat.request_id, tenant_id=who.tenant_id, model=body.model)
+        with tracing.attached(request.headers):
+            return await _answer(parts.client, chat, body)
+
+    def _check_model(body: Body) -> None:
+        s = service.settings
+        embedding = isinstance(body, EmbeddingRequest)
+        wanted, other = s.served_models(), s.gateway_embedding_models
+        if embedding:
+            wanted, other = other, wanted
+        if body.model in wanted:
+            return
+        if body.model in other:
+            use = "/v1/chat/completions" if embedding else "/v1/embeddings"
+            kind = "a generating" if embedding else "an embedding"
             raise GatewayError(
-                404, "model_not_found", f"model {body.model!r} is not served", param="model"
-            )
+                400, "invalid_request", f"model {body.model!r} is {kind} model: use {use}",
+                param="model",
+            )  # fmt: skip
+        raise GatewayError(
+            404, "model_not_found", f"model {body.model!r} is not served", param="model"
+        )
+
+    def _check_generation(body: ChatCompletionBody | CompletionBody) -> int:
+        """The bounds of a generating request; returns the tokens it may generate."""
+        s = service.settings
         if isinstance(body, ChatCompletionBody) and len(body.messages) > s.gateway_max_messages:
             raise GatewayError(
                 400, "invalid_request",
@@ -119,19 +153,12 @@ def create_app(service: GatewayService) -> Any:
                 400, "invalid_request",
                 f"max_tokens is at most {s.gateway_max_tokens}", param="max_tokens",
             )  # fmt: skip
-        # ~4 characters per token: a cheap, conservative estimate made before the call;
-        # every one of the n choices may use max_tokens.
-        await parts.limiter.admit(
-            who.subject, prompt_chars(body) // 4 + max_tokens * body.n, rpm=who.rpm, tpm=who.tpm
-        )
-        chat = to_request(parts.client, body, who, deadline_s=None)
-        request.state.request_id = chat.request_id
-        logs.bind(request_id=chat.request_id, tenant_id=who.tenant_id, model=body.model)
-        with tracing.attached(request.headers):
-            return await _answer(parts.client, chat, body)
+        # ~4 characters per token (prompt_chars): a cheap, conservative estimate made
+        # before the call; every one of the n choices may use max_tokens.
+        return max_tokens * body.n
 
     async def _answer(client: LlmbusClient, chat: ChatRequest, body: Body) -> Response:
-        if not body.stream:
+        if isinstance(body, EmbeddingRequest) or not body.stream:
             return JSONResponse(await complete(client, chat))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = ChunkStream(client, chat, include_usage)
@@ -144,11 +171,15 @@ def create_app(service: GatewayService) -> Any:
 
     @app.get("/v1/models", responses=ERROR_RESPONSES)
     async def models(who: Annotated[Principal, Depends(principal_of)]) -> dict[str, Any]:
+        s = service.settings
+        kinds = {m: "chat" for m in s.served_models()} | {
+            m: "embedding" for m in s.gateway_embedding_models
+        }
         return {
             "object": "list",
             "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": "llmbus"}
-                for m in service.settings.served_models()
+                {"id": m, "object": "model", "created": 0, "owned_by": "llmbus", "kind": kind}
+                for m, kind in kinds.items()
             ],
         }
 
@@ -170,28 +201,8 @@ def create_app(service: GatewayService) -> Any:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:
-        # The schema names the served models, so clients and schema-driven tools know
-        # which values of `model` are accepted (anything else is a 404 model_not_found).
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            models = service.settings.served_models()
-            for name in ("ChatCompletionBody", "CompletionBody"):
-                body = schema["components"]["schemas"][name]
-                body["properties"]["model"]["enum"] = models
-                body["properties"]["n"]["maximum"] = service.settings.max_n
-            # One working request per endpoint, for people and schema-driven tools alike.
-            examples = {
-                "/v1/chat/completions": {
-                    "model": models[0],
-                    "messages": [{"role": "user", "content": "Say hello."}],
-                    "max_tokens": 8,
-                },
-                "/v1/completions": {"model": models[0], "prompt": "Hello,", "max_tokens": 8},
-            }
-            for path, example in examples.items():
-                content = schema["paths"][path]["post"]["requestBody"]["content"]
-                content["application/json"]["example"] = example
-            app.openapi_schema = schema
+            app.openapi_schema = described_schema(app, service.settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -17,7 +17,7 @@ from llmbus.gateway.auth import Principal
 from llmbus.gateway.openai_errors import GatewayError
 from llmbus.gateway.routes_common import ERROR_RESPONSES, principal_of, service_of
 from llmbus.jobs.batch_jobs import SubmitOptions
-from llmbus.schemas.batch_input import BATCH_URL
+from llmbus.schemas.batch_input import BATCH_URL, BatchUrl
 from llmbus.store.batch_store import BatchStatus
 
 router = APIRouter()
@@ -30,7 +30,7 @@ class CreateBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input_file_id: str = Field(min_length=1, max_length=64)
-    endpoint: Literal["/v1/chat/completions", "/v1/completions"]
+    endpoint: BatchUrl
     completion_window: Literal["24h"] = "24h"
     metadata: dict[str, str] | None = None
 

@@ -1,5 +1,6 @@
-"""``POST /v1/chat/completions`` and ``POST /v1/completions``: OpenAI's request in, llmbus
-through Kafka, OpenAI's object (or its chunks as server-sent events) out."""
+"""``POST /v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings``: OpenAI's
+request in, llmbus through Kafka, OpenAI's object (or its chunks as server-sent events)
+out."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from llmbus.schemas import (
     ChatRequest,
     ChatResult,
     CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
     StreamDelta,
 )
 
@@ -34,25 +37,32 @@ class CompletionBody(CompletionRequest):
     stream: bool = False
 
 
-Body = ChatCompletionBody | CompletionBody
+Body = ChatCompletionBody | CompletionBody | EmbeddingRequest
 
 
 def prompt_chars(body: Body) -> int:
-    """Characters the engine will read: messages and tools, or prompts."""
+    """Characters the engine will read: messages and tools, prompts, or inputs (a token
+    id counted as the ~4 characters a token stands for)."""
     if isinstance(body, ChatCompletionBody):
         tools = json.dumps([t.model_dump() for t in body.tools or ()]) if body.tools else ""
         return sum(len(m.text()) for m in body.messages) + len(tools)
+    if isinstance(body, EmbeddingRequest):
+        return sum(len(i) if isinstance(i, str) else 4 * len(i) for i in body.inputs())
     return sum(len(p) for p in body.prompts())
 
 
 def to_request(
     client: LlmbusClient, body: Body, principal: Principal, *, deadline_s: float | None
 ) -> ChatRequest:
-    core_type = ChatCompletionRequest if isinstance(body, ChatCompletionBody) else CompletionRequest
-    core = core_type.model_validate(body.model_dump(exclude={"stream"}, exclude_unset=True))
+    core: ChatCompletionRequest | CompletionRequest | EmbeddingRequest = body
+    if not isinstance(body, EmbeddingRequest):
+        core_type = (
+            ChatCompletionRequest if isinstance(body, ChatCompletionBody) else CompletionRequest
+        )
+        core = core_type.model_validate(body.model_dump(exclude={"stream"}, exclude_unset=True))
     return client.wrap(
         core,
-        stream=body.stream,
+        stream=getattr(body, "stream", False),
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
         deadline_s=deadline_s,
@@ -122,7 +132,7 @@ class ChunkStream:
                     else:
                         yield self._text_chunk({"content": reply.content}, None)
                 else:
-                    if v1:
+                    if v1 and not isinstance(reply.completion, EmbeddingList):
                         yield self._text_chunk({}, reply.completion.choices[0].finish_reason)
                     if self._include_usage:
                         yield self._event([], usage=reply.completion.usage.model_dump())

@@ -202,7 +202,7 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     async with open_jobs(settings, analyst=True) as jobs:
-        rows = await jobs.query.fetch(_filter(args, only_ok=False))
+        rows = await jobs.query.fetch(_filter(args, only_ok=False), embeddings=args.embeddings)
     print(f"{export_rows(rows, args.output)} conversations written to {args.output}")
     return 0
 
@@ -273,4 +273,9 @@ def add_parsers(sub: Any) -> None:
     export = sub.add_parser("export", help="selected conversations to .jsonl or .parquet")
     _add_filters(export)
     export.add_argument("-o", "--output", type=Path, required=True)
+    export.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="add each result's embedding vectors (where the audit trail stored them)",
+    )
     export.set_defaults(func=cmd_export)

@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmbus.jobs.batch_jobs import BatchJobs
-from llmbus.schemas import ChatCompletionRequest, ChatRequest, CompletionRequest, Priority
+from llmbus.schemas import (
+    ChatCompletionRequest,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Priority,
+)
 from llmbus.store.batch_store import new_batch_id
 from llmbus.store.conversation_query import ConversationFilter, ConversationQuery
 
@@ -96,9 +102,10 @@ class ReplayRuns:
 
 def _replayed_body(
     row: dict[str, Any], options: ReplayOptions
-) -> ChatCompletionRequest | CompletionRequest:
+) -> ChatCompletionRequest | CompletionRequest | EmbeddingRequest:
     """The logged body again (tools, response format, sampling and all), with the
-    replay's model and overrides. A legacy completion keeps its prompt in params."""
+    replay's model and overrides. A legacy completion keeps its prompt in params, an
+    embeddings request its input."""
     params = {k: v for k, v in row["params"].items() if v is not None}
     overrides = dict(options.overrides or {})
     if "max_tokens" in overrides and "max_completion_tokens" in params:
@@ -108,6 +115,8 @@ def _replayed_body(
     params["model"] = options.model or row["model"]
     if "prompt" in params:
         return CompletionRequest.model_validate(params)
+    if "input" in params:
+        return EmbeddingRequest.model_validate(params)
     return ChatCompletionRequest.model_validate({**params, "messages": row["messages"]})
 
 

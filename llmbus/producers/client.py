@@ -1,4 +1,5 @@
-"""``LlmbusClient``: publish a chat request onto Kafka, await or stream its answer."""
+"""``LlmbusClient``: publish a chat, completion or embeddings request onto Kafka, await
+or stream its answer."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from llmbus.schemas import (
     ChatRequest,
     ChatResult,
     CompletionRequest,
+    EmbeddingRequest,
     ErrorReply,
     Priority,
     ReplyTo,
@@ -165,7 +167,7 @@ class LlmbusClient:
 
     def wrap(
         self,
-        body: ChatCompletionRequest | CompletionRequest,
+        body: ChatCompletionRequest | CompletionRequest | EmbeddingRequest,
         *,
         stream: bool = False,
         request_id: str | None = None,
@@ -203,18 +205,32 @@ class LlmbusClient:
         body = _validated(
             CompletionRequest, {"model": model or self._default_model, "prompt": prompt, **params}
         )
-        request = self.wrap(body, **envelope)
-        async with contextlib.aclosing(self._exchange(request)) as replies:
-            async for reply in replies:
-                if isinstance(reply, ChatResult):
-                    return reply
-        raise AssertionError("unreachable: _exchange ends with a final")
+        return await self._final(self.wrap(body, **envelope))
+
+    async def embed(
+        self,
+        input: str | list[str] | list[int] | list[list[int]],
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> ChatResult:
+        """Embeddings (``/v1/embeddings``) of one input or many: the result's
+        ``completion`` is OpenAI's list, one vector per input in input order. ``params``
+        as OpenAI's (``encoding_format``, ``dimensions``, ``user``) and ``wrap``'s
+        envelope arguments except ``stream``."""
+        envelope = {k: params.pop(k) for k in _ENVELOPE_ARGS if k in params}
+        body = _validated(
+            EmbeddingRequest, {"model": model or self._default_model, "input": input, **params}
+        )
+        return await self._final(self.wrap(body, **envelope))
 
     async def chat(
         self, messages: Sequence[ChatMessage | dict[str, Any]] | str, **kwargs: Any
     ) -> ChatResult:
         """Send one request; return its result or raise RemoteError / RequestTimeoutError."""
-        request = self.build_request(messages, stream=False, **kwargs)
+        return await self._final(self.build_request(messages, stream=False, **kwargs))
+
+    async def _final(self, request: ChatRequest) -> ChatResult:
         # aclosing: the subscription ends now, not whenever the generator is collected.
         async with contextlib.aclosing(self._exchange(request)) as replies:
             async for reply in replies:

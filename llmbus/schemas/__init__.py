@@ -11,6 +11,7 @@ from llmbus.schemas.chat import (
     Usage,
 )
 from llmbus.schemas.completion import CompletionRequest, TextCompletion
+from llmbus.schemas.embedding import Embedding, EmbeddingList, EmbeddingRequest
 from llmbus.schemas.envelope import (
     BatchCancellation,
     CancelRequest,
@@ -46,6 +47,9 @@ __all__ = [
     "ChatResult",
     "Choice",
     "CompletionRequest",
+    "Embedding",
+    "EmbeddingList",
+    "EmbeddingRequest",
     "ErrorReply",
     "Kind",
     "Priority",

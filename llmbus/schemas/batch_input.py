@@ -9,13 +9,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from llmbus.schemas.chat import ChatCompletionRequest
 from llmbus.schemas.completion import CompletionRequest
+from llmbus.schemas.embedding import EmbeddingRequest
 from llmbus.schemas.envelope import RequestBody
 from llmbus.schemas.wire import UNION_TAGS
 
 BATCH_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
-BATCH_URLS = (BATCH_URL, COMPLETIONS_URL)
+EMBEDDINGS_URL = "/v1/embeddings"
+BATCH_URLS = (BATCH_URL, COMPLETIONS_URL, EMBEDDINGS_URL)
+BatchUrl = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+_BODY_OF_URL: dict[str, tuple[type, str]] = {
+    BATCH_URL: (ChatCompletionRequest, "messages"),
+    COMPLETIONS_URL: (CompletionRequest, "prompt"),
+    EMBEDDINGS_URL: (EmbeddingRequest, "input"),
+}
 MAX_BATCH_LINES = 50_000
 """OpenAI's own per-batch limit; bounds one submission's memory and publish time."""
 MAX_LINE_BYTES = 1_000_000
@@ -29,13 +38,13 @@ class BatchInputLine(BaseModel):
 
     custom_id: str = Field(min_length=1, max_length=512)
     method: Literal["POST"]
-    url: Literal["/v1/chat/completions", "/v1/completions"]
+    url: BatchUrl
     body: RequestBody
 
     @model_validator(mode="after")
     def _body_fits_url(self) -> BatchInputLine:
-        if (self.url == COMPLETIONS_URL) != isinstance(self.body, CompletionRequest):
-            wanted = "prompt" if self.url == COMPLETIONS_URL else "messages"
+        shape, wanted = _BODY_OF_URL[self.url]
+        if not isinstance(self.body, shape):
             raise ValueError(f"a {self.url} body needs {wanted!r}")
         return self
 

@@ -19,6 +19,7 @@ from pydantic import (
 
 from llmbus.schemas.chat import ChatCompletion, ChatCompletionRequest
 from llmbus.schemas.completion import CompletionRequest, TextCompletion
+from llmbus.schemas.embedding import EmbeddingList, EmbeddingRequest
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 """Ids go into Kafka headers, log lines and vLLM; keep them short and printable."""
@@ -41,10 +42,11 @@ class ReplyTo(BaseModel):
     partition: int = Field(ge=0)
 
 
-WireVersion = Literal[1, 2]
+WireVersion = Literal[1, 2, 3]
 """1: plain-text chat. 2: the whole OpenAI surface (content parts, tools, structured
-outputs, ``n``, logprobs, legacy completions). A request is sent as 1 whenever version 1
-can carry it, so workers of the older version keep serving it during a rolling upgrade."""
+outputs, ``n``, logprobs, legacy completions). 3: embeddings. A request is sent in the
+lowest version that carries it, so workers of an older version keep serving it during a
+rolling upgrade (and refuse a newer one by its version, not as a malformed body)."""
 
 _V1_BODY_FIELDS = frozenset(
     {"model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed"}
@@ -53,11 +55,18 @@ _V1_BODY_FIELDS = frozenset(
 
 def _body_kind(value: Any) -> str:
     data = value if isinstance(value, dict) else value.__dict__
+    if "input" in data:
+        return "embedding"
     return "completion" if "prompt" in data else "chat"
 
 
-def lowest_version(body: ChatCompletionRequest | CompletionRequest) -> WireVersion:
+Body = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+
+
+def lowest_version(body: Body) -> WireVersion:
     """The oldest wire version that carries ``body`` without losing anything."""
+    if isinstance(body, EmbeddingRequest):
+        return 3
     if not isinstance(body, ChatCompletionRequest):
         return 2
     if not body.model_dump(exclude_defaults=True).keys() <= _V1_BODY_FIELDS:
@@ -71,13 +80,16 @@ def lowest_version(body: ChatCompletionRequest | CompletionRequest) -> WireVersi
 
 
 RequestBody = Annotated[
-    Annotated[ChatCompletionRequest, Tag("chat")] | Annotated[CompletionRequest, Tag("completion")],
+    Annotated[ChatCompletionRequest, Tag("chat")]
+    | Annotated[CompletionRequest, Tag("completion")]
+    | Annotated[EmbeddingRequest, Tag("embedding")],
     Discriminator(_body_kind),
 ]
 
 
 class ChatRequest(BaseModel):
-    """A request in its envelope: a chat completion or a legacy text completion."""
+    """A request in its envelope: a chat completion, a legacy text completion or
+    embeddings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -103,14 +115,16 @@ class ChatRequest(BaseModel):
         # Producers built with this module leave the version out: the lowest that fits.
         if isinstance(data, dict) and "schema_version" not in data and "body" in data:
             body = data["body"]
-            if isinstance(body, ChatCompletionRequest | CompletionRequest):
+            if isinstance(body, ChatCompletionRequest | CompletionRequest | EmbeddingRequest):
                 data = {**data, "schema_version": lowest_version(body)}
         return data
 
     @model_validator(mode="after")
     def _version_fits_body(self) -> ChatRequest:
         if self.schema_version < lowest_version(self.body):
-            raise ValueError("this request needs schema_version 2")
+            raise ValueError(f"this request needs schema_version {lowest_version(self.body)}")
+        if self.stream and self.is_embedding:
+            raise ValueError("stream: embeddings are answered whole, never streamed")
         return self
 
     @property
@@ -118,9 +132,14 @@ class ChatRequest(BaseModel):
         return isinstance(self.body, ChatCompletionRequest)
 
     @property
+    def is_embedding(self) -> bool:
+        return isinstance(self.body, EmbeddingRequest)
+
+    @property
     def completion_id(self) -> str:
         """The id of the answer's OpenAI object and of every chunk of it."""
-        return f"{'chatcmpl' if self.is_chat else 'cmpl'}-{self.request_id}"
+        prefix = "chatcmpl" if self.is_chat else "embd" if self.is_embedding else "cmpl"
+        return f"{prefix}-{self.request_id}"
 
     @field_validator("metadata")
     @classmethod
@@ -169,20 +188,27 @@ class Timings(BaseModel):
 
 
 class ChatResult(BaseModel):
-    """The successful final: an OpenAI ``chat.completion`` (or ``text_completion``) plus
-    llmbus's timings."""
+    """The successful final: an OpenAI ``chat.completion`` (or ``text_completion``, or
+    embeddings ``list``) plus llmbus's timings."""
 
     model_config = ConfigDict(frozen=True)
 
     schema_version: WireVersion = 1
     request_id: str
-    completion: Annotated[ChatCompletion | TextCompletion, Field(discriminator="object")]
+    completion: Annotated[
+        ChatCompletion | TextCompletion | EmbeddingList, Field(discriminator="object")
+    ]
     timings: Timings
     worker_id: str
     finished_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    batch_id: str | None = None
+    """The request's batch job or replay run: lets the auditor keep what the batch's
+    output file is made of (embedding vectors) without waiting for the request's row."""
 
     def text(self, index: int = 0) -> str:
         """The text of one choice (a chat answer's content, or a completion's text)."""
+        if isinstance(self.completion, EmbeddingList):
+            raise TypeError("an embeddings result has vectors, not text")
         choice = self.completion.choices[index]
         if isinstance(self.completion, ChatCompletion):
             return choice.message.content or ""  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from llmbus.schemas.envelope import CancelRequest, ChatRequest, ChatResult, ErrorReply, StreamDelta
 
 CONTENT_TYPE = "application/json"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The newest wire version this build speaks; it reads every version up to it."""
 
 H_CONTENT_TYPE = "content-type"
@@ -107,7 +107,9 @@ def decode_request(value: bytes | None, headers: Headers | None) -> ChatRequest:
     return message
 
 
-UNION_TAGS = frozenset({"chat", "completion", "chat.completion", "text_completion"})
+UNION_TAGS = frozenset(
+    {"chat", "completion", "embedding", "chat.completion", "text_completion", "list"}
+)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

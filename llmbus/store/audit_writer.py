@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
 
-from llmbus.schemas import ChatRequest, ChatResult, Choice, ErrorReply
+from llmbus.schemas import ChatRequest, ChatResult, Choice, EmbeddingList, ErrorReply
 from llmbus.store.database import Database, mapped
 from llmbus.store.tables import requests, results
 
@@ -36,7 +36,10 @@ def request_row(req: ChatRequest, topic: str, partition: int, offset: int) -> di
     }
 
 
-def result_row(final: ChatResult | ErrorReply) -> dict[str, Any]:
+def result_row(final: ChatResult | ErrorReply, *, store_vectors: bool = False) -> dict[str, Any]:
+    """The final's row. Embedding vectors are kept only with ``store_vectors`` or for a
+    batch's request (its output file is made from them); otherwise each is replaced by
+    its length, and inputs, model, dimensions and usage stay."""
     now = datetime.now(UTC)
     if isinstance(final, ErrorReply):
         return {
@@ -58,15 +61,23 @@ def result_row(final: ChatResult | ErrorReply) -> dict[str, Any]:
             "completion": None,
         }
     c = final.completion
-    choice = c.choices[0]
+    if isinstance(c, EmbeddingList):
+        keep = store_vectors or final.batch_id is not None
+        output, finish_reason = None, None
+        completion = c.model_dump(mode="json") if keep else c.without_vectors()
+    else:
+        choice = c.choices[0]
+        output = choice.message.content if isinstance(choice, Choice) else choice.text
+        finish_reason = choice.finish_reason
+        completion = c.model_dump(mode="json")
     return {
         "request_id": final.request_id,
         "status": "ok",
         "finished_at": final.finished_at,
         "logged_at": now,
         "model": c.model,
-        "output": choice.message.content if isinstance(choice, Choice) else choice.text,
-        "finish_reason": choice.finish_reason,
+        "output": output,
+        "finish_reason": finish_reason,
         "prompt_tokens": c.usage.prompt_tokens,
         "completion_tokens": c.usage.completion_tokens,
         "queue_ms": final.timings.queue_ms,
@@ -75,7 +86,7 @@ def result_row(final: ChatResult | ErrorReply) -> dict[str, Any]:
         "worker_id": final.worker_id,
         "error_code": None,
         "error_message": None,
-        "completion": c.model_dump(mode="json"),
+        "completion": completion,
     }
 
 

@@ -39,9 +39,12 @@ class ConversationFilter:
     limit: int | None = None
 
 
-def select_conversations(f: ConversationFilter) -> Select[Any]:
+def select_conversations(f: ConversationFilter, *, embeddings: bool = False) -> Select[Any]:
+    """The selected conversations; with ``embeddings``, also each result's embedding
+    items (vectors where the audit trail stored them, else each vector's length)."""
     q = requests
     r = results
+    extra = [r.c.completion["data"].label("embeddings")] if embeddings else []
     query = select(
         q.c.request_id,
         q.c.created_at,
@@ -60,6 +63,7 @@ def select_conversations(f: ConversationFilter) -> Select[Any]:
         r.c.completion_tokens,
         r.c.total_ms,
         r.c.error_code,
+        *extra,
     ).select_from(q.outerjoin(r, r.c.request_id == q.c.request_id))
     if f.since is not None:
         query = query.where(q.c.created_at >= f.since)
@@ -87,10 +91,15 @@ class ConversationQuery:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def fetch(self, f: ConversationFilter) -> list[dict[str, Any]]:
+    async def fetch(
+        self, f: ConversationFilter, *, embeddings: bool = False
+    ) -> list[dict[str, Any]]:
         async def op() -> list[dict[str, Any]]:
             async with self._db.engine.connect() as conn:
-                return [dict(row._mapping) for row in await conn.execute(select_conversations(f))]
+                return [
+                    dict(row._mapping)
+                    for row in await conn.execute(select_conversations(f, embeddings=embeddings))
+                ]
 
         return await mapped(op)
 

@@ -223,6 +223,10 @@ class KnowsSomeAnswersEngine:
     def max_num_seqs(self) -> int:
         return 64
 
+    @property
+    def endpoints(self) -> frozenset[Endpoint]:
+        return frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+
     async def start(self) -> None:
         return None
 

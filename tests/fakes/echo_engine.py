@@ -43,6 +43,10 @@ class EchoEngine:
     def max_num_seqs(self) -> int:
         return self._max_num_seqs
 
+    @property
+    def endpoints(self) -> frozenset[Endpoint]:
+        return frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+
     async def start(self) -> None:
         return None
 

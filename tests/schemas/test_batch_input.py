@@ -27,7 +27,7 @@ def test_each_kind_of_bad_line_is_reported_by_number() -> None:
         "{not json",
         "[1, 2]",
         json.dumps({"method": "POST", "url": "/v1/chat/completions", "body": {}}),
-        line("x").replace("/v1/chat/completions", "/v1/embeddings"),
+        line("x").replace("/v1/chat/completions", "/v1/images/generations"),
         line("ok"),
         line("y", temperature=9),
         line("z", logprobs=True, top_logprobs=21),

@@ -127,7 +127,7 @@ def test_bad_records_raise_clear_errors(
 
 def test_unknown_version_has_its_own_code() -> None:
     with pytest.raises(WireDecodeError) as info:
-        decode(b"{}", [("llmbus-schema-version", b"3")])
+        decode(b"{}", [("llmbus-schema-version", b"4")])
     assert info.value.code == "unsupported_schema_version"
 
 
