@@ -31,6 +31,7 @@ from llmbus.metrics import AuditMetrics, WorkerMetrics
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
+from llmbus.stack.model_cache import DEFAULT_EMBEDDING_MODEL
 from llmbus.stack.processes import free_port
 from llmbus.store.audit_writer import AuditWriter
 
@@ -94,6 +95,17 @@ async def engine(step_costs: StepCostModel) -> AsyncIterator[Engine]:
     # from `llmbus precision-check` is cached, and answers would differ between machines.
     settings = Settings(max_num_seqs=64, max_model_len=2048, dtype="float32")
     vllm = make_engine(settings, None, step_costs)
+    await vllm.start()
+    yield vllm
+    await vllm.stop()
+
+
+@pytest.fixture(scope="session")
+async def embedding_engine() -> AsyncIterator[Engine]:
+    """The real vLLM engine on the default embedding model (pooling runner), loaded once."""
+    from llmbus.cli import make_engine
+
+    vllm = make_engine(Settings(model=DEFAULT_EMBEDDING_MODEL, dtype="float32"), None)
     await vllm.start()
     yield vllm
     await vllm.stop()
@@ -222,14 +234,18 @@ class Bus:
             **os.environ,
             **self.stack.env(),
             "LLMBUS_TOPIC_PREFIX": self.settings.topic_prefix,
+            "LLMBUS_MODEL": self.settings.model,
             "LLMBUS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "LLMBUS_DTYPE": "float32",  # as the session engine, on any machine
         }
 
 
 @contextlib.asynccontextmanager
-async def open_bus(stack: LocalStack, prefix: str) -> AsyncIterator[Bus]:
+async def open_bus(
+    stack: LocalStack, prefix: str, model: str = Settings.model_fields["model"].default
+) -> AsyncIterator[Bus]:
     settings = Settings(
+        model=model,
         kafka_bootstrap=stack.kafka.bootstrap,
         topic_prefix=prefix,
         request_partitions=4,
@@ -258,6 +274,13 @@ async def open_bus(stack: LocalStack, prefix: str) -> AsyncIterator[Bus]:
 async def bus(stack: LocalStack) -> AsyncIterator[Bus]:
     """Fresh topics (a prefix of its own) and groups on the session's stack."""
     async with open_bus(stack, f"t{uuid.uuid4().hex[:10]}") as the_bus:
+        yield the_bus
+
+
+@pytest.fixture
+async def embedding_bus(stack: LocalStack) -> AsyncIterator[Bus]:
+    """As ``bus``, for the default embedding model: its topics, workers and client."""
+    async with open_bus(stack, f"t{uuid.uuid4().hex[:10]}", DEFAULT_EMBEDDING_MODEL) as the_bus:
         yield the_bus
 
 

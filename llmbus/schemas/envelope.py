@@ -117,6 +117,9 @@ class ChatRequest(BaseModel):
             body = data["body"]
             if isinstance(body, ChatCompletionRequest | CompletionRequest | EmbeddingRequest):
                 data = {**data, "schema_version": lowest_version(body)}
+            elif isinstance(body, dict) and _body_kind(body) == "embedding":
+                # Only version 3 carries embeddings: a JSON producer need not say so.
+                data = {**data, "schema_version": 3}
         return data
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
 """A deterministic stand-in engine for fault tests (``llmbus worker --engine``).
 
 It answers "echo: <last user message>" one word per step, ``step_s`` apart, so tests can
-kill, stop or cancel a worker mid-generation quickly and repeatably. The real path (Kafka,
+kill, stop or cancel a worker mid-generation quickly and repeatably; embeddings come one
+``step_s`` after the call, a small vector per input made from its length. The real path (Kafka,
 offsets, replies, audit) is unchanged; only vLLM is replaced.
 
 Like vLLM's, its death is global: once it dies, every request in it and every later one
@@ -45,7 +46,7 @@ class EchoEngine:
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
-        return frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+        return frozenset(Endpoint)
 
     async def start(self) -> None:
         return None
@@ -60,6 +61,9 @@ class EchoEngine:
     async def serve(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
         """As the ``Engine`` protocol asks: the chunks, or (``call.stream`` false) one whole
         response made of them."""
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            yield await self._embeddings(call)
+            return
         chunks = self._chunks(call)
         if call.stream:
             async for chunk in chunks:
@@ -77,6 +81,21 @@ class EchoEngine:
             answer, kind = {"text": text}, "text_completion"
         choice = {"index": 0, "finish_reason": "stop", "logprobs": None, **answer}
         yield {"id": call.request_id, "object": kind, "choices": [choice], "usage": usage}
+
+    async def _embeddings(self, call: EngineCall) -> dict[str, Any]:
+        if self._dead:
+            self._die()
+        self.seen.append(call.request_id)
+        await asyncio.sleep(self._step_s)
+        inputs = call.body["input"]
+        inputs = [inputs] if isinstance(inputs, str) or isinstance(inputs[0], int) else inputs
+        data = [
+            {"object": "embedding", "index": i, "embedding": [1.0, float(len(text)), 0.5]}
+            for i, text in enumerate(inputs)
+        ]
+        tokens = sum(len(str(text).split()) for text in inputs)
+        usage = {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}
+        return {"id": call.request_id, "object": "list", "created": 0, "data": data, "usage": usage}
 
     async def _chunks(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
         """OpenAI chunks of "echo: w<len> ..." for the last message's words, one a step;
