@@ -221,6 +221,14 @@ class RequestProcessor:
             batch_id=request.batch_id,
         )
         value, headers = encode(result)
+        if len(value) > cfg.max_request_bytes:
+            # The producer (and the broker) refuse a record this large; retrying could not
+            # help, so the requester learns why now.
+            raise PayloadTooLargeError(
+                f"the answer is {len(value)} bytes, over the {cfg.max_request_bytes}-byte "
+                "limit of one Kafka record; ask for fewer inputs or choices per request"
+                + (", or base64 vectors" if request.is_embedding else "")
+            )
         self._observe(answer.usage(), answer.ttft_ms, queue_ms, total_ms)
         return value, headers
 

@@ -47,6 +47,12 @@ _HANDBACK_WAIT_S = 10.0
 """How long a revocation waits for handed-back requests to stop (an abort takes one
 engine step); bounded so a stuck send cannot hold up the group's rebalance forever."""
 
+_EMBEDDING_QUEUE_DEPTH = 8
+"""Requests per engine slot a worker of an embedding model keeps open: enough that vLLM
+has the next steps' inputs queued while the worker replies and fetches (measured in
+``make bench-embeddings``); each is answered in one step, so an interactive request that
+joins the queue waits a few steps at most (vLLM schedules it first by priority)."""
+
 _DEATH_MARKS_WAIT_S = 10.0
 """How long a worker whose engine died tries to record which requests were in it before
 it exits anyway (Kafka may be away too); without the marks, the next owner runs those
@@ -127,9 +133,14 @@ class Worker:
         self._running: dict[str, RequestControl] = {}
         """Each request id in flight: a duplicate id never reaches vLLM twice (reusing a
         live id has crashed vLLM), and a cancel record or a revocation finds its request."""
-        max_batch = max(1, engine.max_num_seqs - config.reserved_slots)
+        slots = engine.max_num_seqs
+        if not any(endpoint.generates for endpoint in engine.endpoints):
+            # An embedding request ends in the one step it runs in: a queue inside vLLM
+            # keeps every step full while finals go out and the next records come in.
+            slots *= _EMBEDDING_QUEUE_DEPTH
+        max_batch = max(1, slots - config.reserved_slots)
         self._lanes = LaneAdmission(
-            max_inflight=engine.max_num_seqs + max(4, engine.max_num_seqs // 4),
+            max_inflight=slots + max(4, slots // 4),
             max_batch=max_batch,
             batch_topic=config.batch_topic,
             throttle=BatchThrottle(

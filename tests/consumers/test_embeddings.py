@@ -148,6 +148,9 @@ async def test_bad_input_gets_clear_errors_and_the_worker_goes_on(
             }
         ).encode(),
         "fine": raw("fine"),
+        # 300 vectors as JSON floats (~2.3 MB) cannot travel as one Kafka record.
+        "huge-answer": raw("huge-answer", input=["x"] * 300),
+        "huge-in-base64": raw("huge-in-base64", input=["x"] * 300, encoding_format="base64"),
     }
     async with (
         PartitionReader(s.kafka_bootstrap, topic=s.replies_topic, partition=0, client_id="t") as r,
@@ -156,7 +159,7 @@ async def test_bad_input_gets_clear_errors_and_the_worker_goes_on(
         for value in cases.values():
             await producer.send(s.requests_topic, value, [], partition=0)
         finals = await collect_finals(r, set(cases))
-        dead = await read_dead_letters(s.kafka_bootstrap, s.dead_letter_topic, want=6)
+        dead = await read_dead_letters(s.kafka_bootstrap, s.dead_letter_topic, want=7)
 
     codes = {rid: getattr(final, "code", "ok") for rid, final in finals.items()}
     assert codes == {
@@ -167,13 +170,16 @@ async def test_bad_input_gets_clear_errors_and_the_worker_goes_on(
         "too-many": "invalid_request",
         "chat-here": "invalid_request",
         "fine": "ok",
+        "huge-answer": "payload_too_large",
+        "huge-in-base64": "ok",
     }
     messages = {rid: f.message for rid, f in finals.items() if isinstance(f, ErrorReply)}
     assert "dimensions" in messages["dimensions"] and "Matryoshka" in messages["dimensions"]
     assert "256" in messages["too-long"]
     assert "input is empty" in messages["empty"]
     assert "serves /v1/embeddings only" in messages["chat-here"]
-    assert len(dead) == 6, "each refused request is dead-lettered once, with its bytes"
+    assert "base64" in messages["huge-answer"]
+    assert len(dead) == 7, "each refused request is dead-lettered once, with its bytes"
 
     async with bus.client() as client:
         with pytest.raises(InvalidRequestError, match="input"):

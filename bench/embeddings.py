@@ -1,0 +1,182 @@
+"""``make bench-embeddings``: the same texts embedded (a) by vLLM's offline ``LLM.embed``
+and (b) by an llmbus embedding batch job, in one run, on the default embedding model
+(all-MiniLM-L6-v2, float32, same ``max_num_seqs``).
+
+(b) is the whole batch path: the file is submitted (``BatchJobs``: validated, recorded in
+PostgreSQL, published to the batch lane), a worker process embeds it, the auditor writes
+every result (with its vectors: they are the batch's output) and the clock stops when the
+batch reads ``completed`` in PostgreSQL, i.e. when its output file can be downloaded.
+Both sides get a warm-up outside the timed window. ``--per-line`` sets how many texts each
+batch line carries (OpenAI's ``input`` list); the last line printed is the issue's form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from bench.throughput import bench_settings
+from llmbus.settings import Settings
+from llmbus.stack.local_stack import LocalStack
+from llmbus.stack.model_cache import DEFAULT_EMBEDDING_MODEL, packaged_embedding_model
+
+MAX_NUM_SEQS = 64
+WORDS = [
+    "river",
+    "stone",
+    "light",
+    "market",
+    "garden",
+    "engine",
+    "winter",
+    "letter",
+    "signal",
+    "harbour",
+    "story",
+]
+
+
+def texts(n: int) -> list[str]:
+    """Sentences of 6 to 30 words, each different (no prefix cache to lean on)."""
+    out = []
+    for i in range(n):
+        words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(6 + i % 25)]
+        out.append(f"Document {i}: " + " ".join(words) + ".")
+    return out
+
+
+def run_offline(corpus: list[str]) -> float:
+    from vllm import LLM
+
+    llm = LLM(
+        model=str(packaged_embedding_model()),
+        runner="pooling",
+        max_num_seqs=MAX_NUM_SEQS,
+        dtype="float32",
+        disable_log_stats=True,
+    )
+    llm.embed(corpus[:8], use_tqdm=False)  # warm-up
+    start = time.perf_counter()
+    outputs = llm.embed(corpus, use_tqdm=False)
+    wall = time.perf_counter() - start
+    assert len(outputs) == len(corpus)
+    assert len(outputs[0].outputs.embedding) == 384
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+    return wall
+
+
+def write_file(path: Path, corpus: list[str], per_line: int) -> int:
+    lines = 0
+    with path.open("w") as fh:
+        for start in range(0, len(corpus), per_line):
+            chunk = corpus[start : start + per_line]
+            body = {"model": DEFAULT_EMBEDDING_MODEL, "input": chunk[0] if per_line == 1 else chunk}
+            line = {"custom_id": f"l{lines}", "method": "POST", "url": "/v1/embeddings"}
+            fh.write(json.dumps({**line, "body": body}) + "\n")
+            lines += 1
+    return lines
+
+
+def spawn(
+    settings: Settings, stack: LocalStack, command: str, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **stack.env(),
+        "LLMBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "LLMBUS_MODEL": DEFAULT_EMBEDDING_MODEL,
+        "LLMBUS_MAX_NUM_SEQS": str(MAX_NUM_SEQS),
+        "LLMBUS_DTYPE": "float32",
+    }
+    with log.open("w") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "llmbus.cli", command], env=env, stdout=fh, stderr=fh
+        )
+
+
+async def run_llmbus(settings: Settings, stack: LocalStack, path: Path) -> tuple[float, int]:
+    from llmbus.bus import ensure_topics
+    from llmbus.jobs.batch_jobs import SubmitOptions
+    from llmbus.jobs.commands import open_jobs
+    from llmbus.producers import LlmbusClient
+
+    settings = settings.model_copy(
+        update={
+            "model": DEFAULT_EMBEDDING_MODEL,
+            "database_url": SecretStr(stack.postgres.url("llmbus_writer")),
+        }
+    )
+    await ensure_topics(settings.kafka, settings.topics())
+    async with LlmbusClient.from_settings(settings, timeout_s=900) as client:
+        await client.embed(["warm up"])  # waits for the worker's engine
+    async with open_jobs(settings, publishes=True) as jobs:
+        start = time.perf_counter()
+        submitted = await jobs.batches.submit(path, SubmitOptions())
+        status = await jobs.batches.wait(submitted.batch_id)
+        wall = time.perf_counter() - start
+    assert status.status == "completed" and status.completed == submitted.total, status
+    return wall, submitted.total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=10_000, help="texts")
+    parser.add_argument("--per-line", type=int, default=1, help="texts per batch line")
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    corpus = texts(args.n)
+    settings = bench_settings()
+    state = settings.state_dir
+    lines = write_file(state / "embed.jsonl", corpus, args.per_line)
+    stack = LocalStack(settings, fast_unsafe=True)
+    asyncio.run(stack.up())
+    try:
+        print(f"[bench] (a) vLLM offline LLM.embed, {args.n} texts", flush=True)
+        offline_s = run_offline(corpus)
+        print(f"[bench] (b) llmbus batch job, {lines} lines of {args.per_line}", flush=True)
+        worker = spawn(settings, stack, "worker", state / "worker.log")
+        auditor = spawn(settings, stack, "auditor", state / "auditor.log")
+        try:
+            llmbus_s, total = asyncio.run(run_llmbus(settings, stack, state / "embed.jsonl"))
+        finally:
+            for proc in (worker, auditor):
+                proc.terminate()
+                proc.wait(timeout=60)
+    finally:
+        stack.down(purge=True)
+        shutil.rmtree(state, ignore_errors=True)
+    offline_rate, llmbus_rate = args.n / offline_s, args.n / llmbus_s
+    ratio = llmbus_rate / offline_rate
+    report = {
+        "texts": args.n,
+        "per_line": args.per_line,
+        "lines": total,
+        "offline_s": offline_s,
+        "llmbus_s": llmbus_s,
+        "ratio": ratio,
+    }
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "embeddings.json").write_text(json.dumps(report, indent=2))
+    print(f"(a) vLLM offline LLM.embed: {offline_rate:7.1f} texts/s ({offline_s:.1f} s)")
+    print(
+        f"(b) llmbus batch job     : {llmbus_rate:7.1f} texts/s ({llmbus_s:.1f} s, "
+        f"{total} lines of {args.per_line}, submit to completed)"
+    )
+    print(f"embeddings: llmbus/offline ratio {ratio:.3f} ({llmbus_rate:.0f} texts/s)")
+
+
+if __name__ == "__main__":
+    main()
