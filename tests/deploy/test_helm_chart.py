@@ -145,11 +145,81 @@ def test_gpu_off_ingress_tls_and_service_monitor(helm: str) -> None:
     assert by_kind(docs, "ServiceMonitor")
 
 
+def env_of(deployment: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each env variable's entries in the first container (a list, so duplicates show)."""
+    entries: dict[str, list[dict[str, Any]]] = {}
+    for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", []):
+        entries.setdefault(e["name"], []).append(e)
+    return entries
+
+
+def test_embedding_workers_beside_the_chat_workers(helm: str) -> None:
+    plain = render(helm)
+    assert "rel-llmbus-embedding-worker" not in by_kind(plain, "Deployment")
+    assert "LLMBUS_GATEWAY_EMBEDDING_MODELS" not in env_of(
+        by_kind(plain, "Deployment")["rel-llmbus-gateway"]
+    )
+
+    docs = render(helm, "embeddings.enabled=true")
+    deployments = by_kind(docs, "Deployment")
+    embedder = deployments["rel-llmbus-embedding-worker"]
+    pod = embedder["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "embedding-worker"
+    assert embedder["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    container = pod["spec"]["containers"][0]
+    assert container["args"] == ["worker"]
+    assert (
+        container["image"]
+        == deployments["rel-llmbus-worker"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    env = env_of(embedder)
+    assert env["LLMBUS_MODEL"] == [{"name": "LLMBUS_MODEL", "value": "all-minilm-l6-v2"}]
+    assert all(len(entries) == 1 for entries in env.values()), env
+    assert env["LLMBUS_RUNNER"][0]["value"] == "auto"
+    assert env["LLMBUS_SHUTDOWN_GRACE_S"][0]["value"] == "50"
+    assert "LLMBUS_MODEL_PATH" not in env
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})  # CPU by default
+    # The chat workers keep their model.
+    chat = env_of(deployments["rel-llmbus-worker"])
+    assert chat["LLMBUS_MODEL"] == [{"name": "LLMBUS_MODEL", "value": "smollm2-135m-instruct"}]
+
+    gateway = env_of(deployments["rel-llmbus-gateway"])
+    assert gateway["LLMBUS_GATEWAY_EMBEDDING_MODELS"][0]["value"] == '["all-minilm-l6-v2"]'
+    auditor = env_of(deployments["rel-llmbus-auditor"])
+    assert auditor["LLMBUS_AUDIT_STORE_VECTORS"][0]["value"] == "false"
+
+    # Covered like the chat workers: a disruption budget, and the release-wide policy that
+    # lets only metrics scrapes in.
+    budget = by_kind(docs, "PodDisruptionBudget")["rel-llmbus-embedding-worker"]["spec"]
+    assert budget["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    policy = by_kind(docs, "NetworkPolicy")["rel-llmbus-default"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+    on_gpu = render(
+        helm,
+        "embeddings.enabled=true",
+        "embeddings.gpu.enabled=true",
+        "embeddings.path=/models/e5",
+        "embeddings.runner=pooling",
+        "embeddings.storeVectors=true",
+    )
+    embedder = by_kind(on_gpu, "Deployment")["rel-llmbus-embedding-worker"]
+    limits = embedder["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+    env = env_of(embedder)
+    assert env["LLMBUS_MODEL_PATH"][0]["value"] == "/models/e5"
+    assert env["LLMBUS_RUNNER"][0]["value"] == "pooling"
+    auditor = env_of(by_kind(on_gpu, "Deployment")["rel-llmbus-auditor"])
+    assert auditor["LLMBUS_AUDIT_STORE_VECTORS"][0]["value"] == "true"
+
+
 def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
     cases = {
         "worker.maxNumSeqs=0": "maxNumSeqs",
         "kafka.securityProtocol=SASL_WHATEVER": "securityProtocol",
         "gateway.port=80": "port",
+        "embeddings.runner=embed": "runner",
+        "embeddings.replica=2": "replica",
         "gateway.ingress.enabled=true,gateway.ingress.tlsSecret=": "tlsSecret is required",
         "worker.autoscaling.keda.enabled=true,kafka.securityProtocol=SASL_SSL,"
         "kafka.saslMechanism=PLAIN": "kafka.existingSecret is required",

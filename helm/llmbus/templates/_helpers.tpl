@@ -27,12 +27,19 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Settings every llmbus process reads (LLMBUS_*); secrets only by reference. */}}
 {{- define "llmbus.env" -}}
+{{- include "llmbus.envFor" (dict "root" . "model" .Values.model.name) -}}
+{{- end -}}
+
+{{/* The same settings for a process of another model (dict "root" . "model" NAME): each
+variable once, since a second LLMBUS_MODEL would silently win over the first. */}}
+{{- define "llmbus.envFor" -}}
+{{- with .root -}}
 - name: LLMBUS_KAFKA_BOOTSTRAP
   value: {{ .Values.kafka.bootstrap | quote }}
 - name: LLMBUS_TOPIC_PREFIX
   value: {{ .Values.kafka.topicPrefix | quote }}
 - name: LLMBUS_MODEL
-  value: {{ .Values.model.name | quote }}
+  value: {{ $.model | quote }}
 - name: LLMBUS_MAX_N
   value: {{ .Values.model.maxN | quote }}
 - name: LLMBUS_TOOL_CALL_PARSER
@@ -50,6 +57,7 @@ app.kubernetes.io/component: {{ .component }}
   valueFrom: {secretKeyRef: {name: {{ .Values.kafka.existingSecret }}, key: username}}
 - name: LLMBUS_KAFKA_SASL_PASSWORD
   valueFrom: {secretKeyRef: {name: {{ .Values.kafka.existingSecret }}, key: password}}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -71,4 +79,66 @@ securityContext:
   allowPrivilegeEscalation: false
   readOnlyRootFilesystem: true
   capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/*
+What every vLLM worker Deployment shares, chat or embedding. Called with
+(dict "root" . "cfg" <its values block> "model" NAME "path" MODEL_PATH).
+*/}}
+
+{{/* Its env: the shared settings for its model, then the engine's and the shutdown's. */}}
+{{- define "llmbus.workerEnv" -}}
+{{- include "llmbus.envFor" (dict "root" .root "model" .model) }}
+- name: LLMBUS_MAX_NUM_SEQS
+  value: {{ .cfg.maxNumSeqs | quote }}
+- name: LLMBUS_SHUTDOWN_GRACE_S
+  value: {{ sub .cfg.terminationGracePeriodSeconds 10 | quote }}
+- name: LLMBUS_CACHE_DIR
+  value: /cache
+- name: HOME
+  value: /cache
+{{- if .path }}
+- name: LLMBUS_MODEL_PATH
+  value: {{ .path | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Its pod's scheduling, from the values block's nodeSelector, tolerations, affinity. */}}
+{{- define "llmbus.workerScheduling" -}}
+{{- with .cfg.nodeSelector }}
+nodeSelector: {{ toYaml . | nindent 2 }}
+{{- end }}
+{{- with .cfg.tolerations }}
+tolerations: {{ toYaml . | nindent 2 }}
+{{- end }}
+{{- with .cfg.affinity }}
+affinity: {{ toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Its container's resources, with the GPU limit added when gpu.enabled. */}}
+{{- define "llmbus.workerResources" -}}
+{{- $res := deepCopy .cfg.resources }}
+{{- if .cfg.gpu.enabled }}
+{{- $_ := set $res "limits" (merge (dict .cfg.gpu.resourceName (toString .cfg.gpu.count)) (default (dict) $res.limits)) }}
+{{- end }}
+{{- toYaml $res }}
+{{- end -}}
+
+{{- define "llmbus.workerVolumeMounts" -}}
+- {name: cache, mountPath: /cache}
+- {name: shm, mountPath: /dev/shm}
+{{- if .root.Values.model.volume.enabled }}
+- {name: models, mountPath: {{ .root.Values.model.volume.mountPath }}, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "llmbus.workerVolumes" -}}
+- {name: cache, emptyDir: {}}
+# vLLM's worker processes exchange tensors through shared memory.
+- {name: shm, emptyDir: {medium: Memory, sizeLimit: 2Gi}}
+{{- if .root.Values.model.volume.enabled }}
+- name: models
+  persistentVolumeClaim: {claimName: {{ required "model.volume.existingClaim is required when the model volume is enabled" .root.Values.model.volume.existingClaim }}}
+{{- end }}
 {{- end -}}
