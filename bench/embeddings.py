@@ -6,8 +6,9 @@ and (b) by an llmbus embedding batch job, in one run, on the default embedding m
 PostgreSQL, published to the batch lane), a worker process embeds it, the auditor writes
 every result (with its vectors: they are the batch's output) and the clock stops when the
 batch reads ``completed`` in PostgreSQL, i.e. when its output file can be downloaded.
-Both sides get a warm-up outside the timed window. ``--per-line`` sets how many texts each
-batch line carries (OpenAI's ``input`` list); the last line printed is the issue's form.
+Both sides get a warm-up outside the timed window. ``--rounds`` alternating rounds; the
+figure is the median ratio. ``--per-line`` sets how many texts each batch line carries
+(OpenAI's ``input`` list; default one, as a line per document is the common shape).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gc
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -107,6 +109,7 @@ def spawn(
 
 
 async def run_llmbus(settings: Settings, stack: LocalStack, path: Path) -> tuple[float, int]:
+    """Seconds from submitting ``path`` as a batch job to the batch reading completed."""
     from llmbus.bus import ensure_topics
     from llmbus.jobs.batch_jobs import SubmitOptions
     from llmbus.jobs.commands import open_jobs
@@ -135,6 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=10_000, help="texts")
     parser.add_argument("--per-line", type=int, default=1, help="texts per batch line")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     corpus = texts(args.n)
@@ -143,40 +147,48 @@ def main() -> None:
     lines = write_file(state / "embed.jsonl", corpus, args.per_line)
     stack = LocalStack(settings, fast_unsafe=True)
     asyncio.run(stack.up())
+    rounds: list[tuple[float, float]] = []
     try:
-        print(f"[bench] (a) vLLM offline LLM.embed, {args.n} texts", flush=True)
-        offline_s = run_offline(corpus)
-        print(f"[bench] (b) llmbus batch job, {lines} lines of {args.per_line}", flush=True)
-        worker = spawn(settings, stack, "worker", state / "worker.log")
-        auditor = spawn(settings, stack, "auditor", state / "auditor.log")
-        try:
-            llmbus_s, total = asyncio.run(run_llmbus(settings, stack, state / "embed.jsonl"))
-        finally:
-            for proc in (worker, auditor):
-                proc.terminate()
-                proc.wait(timeout=60)
+        # Alternating rounds (offline, llmbus, offline, ...): this machine drifts by several
+        # percent between runs, and a ratio of neighbours cancels most of the drift.
+        for r in range(1, args.rounds + 1):
+            print(f"[bench] round {r}: (a) vLLM offline LLM.embed, {args.n} texts", flush=True)
+            offline_s = run_offline(corpus)
+            print(f"[bench] round {r}: (b) llmbus, {lines} lines of {args.per_line}", flush=True)
+            # Topics of its own: a worker would otherwise first read the previous round's
+            # answered log (every vector again).
+            fresh = settings.model_copy(update={"topic_prefix": f"bench-r{r}"})
+            worker = spawn(fresh, stack, "worker", state / f"worker-{r}.log")
+            auditor = spawn(fresh, stack, "auditor", state / f"auditor-{r}.log")
+            try:
+                llmbus_s, _ = asyncio.run(run_llmbus(fresh, stack, state / "embed.jsonl"))
+            finally:
+                for proc in (worker, auditor):
+                    proc.terminate()
+                    proc.wait(timeout=60)
+            rounds.append((args.n / offline_s, args.n / llmbus_s))
+            print(f"[bench] round {r}: ratio {rounds[-1][1] / rounds[-1][0]:.3f}", flush=True)
     finally:
         stack.down(purge=True)
         shutil.rmtree(state, ignore_errors=True)
-    offline_rate, llmbus_rate = args.n / offline_s, args.n / llmbus_s
-    ratio = llmbus_rate / offline_rate
-    report = {
-        "texts": args.n,
-        "per_line": args.per_line,
-        "lines": total,
-        "offline_s": offline_s,
-        "llmbus_s": llmbus_s,
-        "ratio": ratio,
-    }
+    ratios = [b / a for a, b in rounds]
+    ratio = statistics.median(ratios)
+    rate = statistics.median(b for _, b in rounds)
+    report = {"texts": args.n, "per_line": args.per_line, "rounds": rounds, "ratios": ratios}
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "embeddings.json").write_text(json.dumps(report, indent=2))
-    print(f"(a) vLLM offline LLM.embed: {offline_rate:7.1f} texts/s ({offline_s:.1f} s)")
+    for r, (a, b) in enumerate(rounds, 1):
+        print(
+            f"round {r}: (a) vLLM offline LLM.embed {a:6.1f} texts/s, (b) llmbus batch job "
+            f"{b:6.1f} texts/s ({lines} lines of {args.per_line}, submit to completed), "
+            f"ratio {b / a:.3f}"
+        )
     print(
-        f"(b) llmbus batch job     : {llmbus_rate:7.1f} texts/s ({llmbus_s:.1f} s, "
-        f"{total} lines of {args.per_line}, submit to completed)"
+        f"median of {len(ratios)} rounds, spread {min(ratios):.3f}-{max(ratios):.3f}; "
+        f"(b) is the batch's whole path: submit, worker, auditor, completed in PostgreSQL"
     )
-    print(f"embeddings: llmbus/offline ratio {ratio:.3f} ({llmbus_rate:.0f} texts/s)")
+    print(f"embeddings: llmbus/offline ratio {ratio:.3f} ({rate:.0f} texts/s)")
 
 
 if __name__ == "__main__":
