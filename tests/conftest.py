@@ -207,7 +207,7 @@ class Bus:
         self.tasks.append((worker, asyncio.create_task(worker.run())))
         return worker
 
-    async def start_auditor(self) -> Auditor:
+    async def start_auditor(self, *, store_vectors: bool = False) -> Auditor:
         s = self.settings
         auditor = Auditor(
             AuditorConfig(
@@ -218,6 +218,7 @@ class Bus:
                 batch_size=500,
                 flush_interval_s=0.2,
                 max_request_bytes=s.max_request_bytes,
+                store_vectors=store_vectors,
             ),
             AuditWriter(self.stack.postgres.url("llmbus_writer")),
             AuditMetrics(CollectorRegistry()),

@@ -21,7 +21,12 @@ from typing import Any
 from llmbus.errors import BatchInputError
 from llmbus.producers.batch_publisher import BatchPublisher
 from llmbus.schemas import ChatRequest, Priority, ReplyTo
-from llmbus.schemas.batch_input import ParsedBatch, output_line, parse_batch_lines
+from llmbus.schemas.batch_input import (
+    ParsedBatch,
+    for_the_bus,
+    output_line,
+    parse_batch_lines,
+)
 from llmbus.store.batch_store import BatchStatus, BatchStore, new_batch_id
 
 _POLL_S = 1.0
@@ -84,21 +89,23 @@ class BatchJobs:
             on_total(len(parsed.lines))
         reply_to = await self.reply_to(batch_id)
         now = datetime.now(UTC)
-        requests = [
-            ChatRequest(
-                request_id=f"{batch_id}-{number}",
-                created_at=now,
-                reply_to=reply_to,
-                priority=options.priority,
-                deadline=now + options.completion_window,
-                tenant_id=options.tenant_id,
-                user_id=options.user_id,
-                batch_id=batch_id,
-                metadata={"custom_id": line.custom_id, "line": str(number)},
-                body=line.body,
+        requests = []
+        for number, line in parsed.lines:
+            body, restore = for_the_bus(line.body)
+            requests.append(
+                ChatRequest(
+                    request_id=f"{batch_id}-{number}",
+                    created_at=now,
+                    reply_to=reply_to,
+                    priority=options.priority,
+                    deadline=now + options.completion_window,
+                    tenant_id=options.tenant_id,
+                    user_id=options.user_id,
+                    batch_id=batch_id,
+                    metadata={"custom_id": line.custom_id, "line": str(number), **restore},
+                    body=body,
+                )
             )
-            for number, line in parsed.lines
-        ]
         await self.enqueue(
             batch_id,
             requests,
@@ -180,6 +187,7 @@ class BatchJobs:
                     completion=row["completion"] if ok else None,
                     error_code=row["error_code"],
                     error_message=row["error_message"],
+                    encoding_format=row["encoding_format"],
                 ),
             )
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from llmbus.schemas.chat import ChatCompletionRequest
 from llmbus.schemas.completion import CompletionRequest
-from llmbus.schemas.embedding import EmbeddingRequest
+from llmbus.schemas.embedding import EmbeddingRequest, base64_to_floats
 from llmbus.schemas.envelope import RequestBody
 from llmbus.schemas.wire import UNION_TAGS
 
@@ -121,6 +121,21 @@ def _parse_line(text: str, model: str | None) -> tuple[str | None, BatchInputLin
         return f"{where}: {first['msg']}", None
 
 
+WIRE_FORMAT_KEY = "encoding_format"
+"""Metadata key: the vector format a batch line asked for, when the bus carries another."""
+
+
+def for_the_bus(body: RequestBody) -> tuple[RequestBody, dict[str, str]]:
+    """The body a batch line is sent with, and metadata to restore what it asked for.
+
+    Embedding vectors travel as base64 (a quarter of the bytes of JSON floats through
+    Kafka twice, the auditor and PostgreSQL, where a batch's vectors are kept for its
+    output file); a line that asked for floats gets floats in that file."""
+    if isinstance(body, EmbeddingRequest) and body.encoding_format == "float":
+        return body.model_copy(update={"encoding_format": "base64"}), {WIRE_FORMAT_KEY: "float"}
+    return body, {}
+
+
 def output_line(
     *,
     request_id: str,
@@ -128,8 +143,12 @@ def output_line(
     completion: dict[str, Any] | None,
     error_code: str | None,
     error_message: str | None,
+    encoding_format: str | None = None,
 ) -> dict[str, Any]:
-    """One line of an OpenAI Batch output (or error) file."""
+    """One line of an OpenAI Batch output (or error) file; ``encoding_format`` is what
+    ``for_the_bus`` recorded."""
+    if completion is not None and encoding_format == "float":
+        completion = base64_to_floats(completion)
     if completion is not None:
         return {
             "id": f"batch_req_{request_id}",

@@ -8,6 +8,7 @@ Matryoshka-trained models can); unknown names are refused by ``extra="forbid"``.
 from __future__ import annotations
 
 import base64
+import struct
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -63,6 +64,19 @@ class EmbeddingRequest(BaseModel):
 
     def engine_fields(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, exclude={"user"})
+
+
+def base64_to_floats(listing: dict[str, Any]) -> dict[str, Any]:
+    """An embeddings response (JSON) with base64 vectors turned into lists of floats: the
+    same float32 values the ``float`` format carries."""
+    data = []
+    for item in listing.get("data", ()):
+        vector = item.get("embedding")
+        if isinstance(vector, str):
+            raw = base64.b64decode(vector)
+            item = {**item, "embedding": list(struct.unpack(f"<{len(raw) // 4}f", raw))}
+        data.append(item)
+    return {**listing, "data": data}
 
 
 class Embedding(BaseModel):

@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from llmbus.errors import NotFoundError
+from llmbus.schemas.batch_input import WIRE_FORMAT_KEY
 from llmbus.store.database import Database, mapped
 from llmbus.store.tables import batch_events, batches, requests, results
 
@@ -158,6 +159,7 @@ class BatchStore:
             select(
                 requests.c.request_id,
                 requests.c.metadata["custom_id"].astext.label("custom_id"),
+                requests.c.metadata[WIRE_FORMAT_KEY].astext.label("encoding_format"),
                 results.c.status,
                 results.c.completion,
                 results.c.error_code,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ from llmbus.stack.model_cache import packaged_embedding_model
 from tests.conftest import Bus
 from tests.consumers.test_bad_input import collect_finals, read_dead_letters
 from tests.e2e.test_chat_path import wait_for_rows
+from tests.jobs.test_batch_jobs import wait_until
+from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +65,7 @@ def vectors(listing: EmbeddingList) -> torch.Tensor:
 
 
 async def test_vectors_match_transformers_and_rank_similar_sentences_first(
-    embedding_bus: Bus, embedding_engine: Engine, analyst_db: AsyncEngine
+    embedding_bus: Bus, embedding_engine: Engine, analyst_db: AsyncEngine, tmp_path: Path
 ) -> None:
     bus = embedding_bus
     await bus.start_worker(embedding_engine)
@@ -116,6 +119,55 @@ async def test_vectors_match_transformers_and_rank_similar_sentences_first(
     stored = row["completion"]["data"]  # type: ignore[index]
     assert [item["dimensions"] for item in stored] == [384] * len(SENTENCES)
     assert all("embedding" not in item for item in stored)
+
+    # Export shows what was kept (lengths); a replay sends the logged inputs again.
+    out = tmp_path / "export.jsonl"
+    code, _, err = await run_cli(
+        "export", "--request-id", "emb-many", "--embeddings", "-o", str(out), env=bus.env()
+    )
+    assert code == 0, err
+    [exported] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert exported["params"]["input"] == SENTENCES
+    assert [e.get("embedding") for e in exported["embeddings"]] == [None] * len(SENTENCES)
+    code, out_text, err = await run_cli("replay", "--request-id", "emb-many", env=bus.env())
+    assert code == 0, err
+    run_id = out_text.splitlines()[0]
+    final = await wait_until(bus, run_id, done=1)
+    assert (final.kind, final.status, final.completed) == ("replay", "completed", 1)
+    replayed = await wait_for_rows(
+        analyst_db,
+        "SELECT q.replay_of, q.params, r.completion FROM llmbus.requests q"
+        " JOIN llmbus.results r USING (request_id) WHERE q.batch_id = :run",
+        {"run": run_id},
+        want=1,
+    )
+    assert replayed[0]["replay_of"] == "emb-many"
+    assert replayed[0]["params"]["input"] == SENTENCES
+    # A replay run is a batch: its vectors are kept, and they are the same vectors.
+    again = EmbeddingList.model_validate(replayed[0]["completion"])
+    assert torch.allclose(vectors(again), got, atol=1e-4)
+
+
+async def test_stored_vectors_are_exported(
+    embedding_bus: Bus, embedding_engine: Engine, analyst_db: AsyncEngine, tmp_path: Path
+) -> None:
+    bus = embedding_bus
+    await bus.start_worker(embedding_engine)
+    await bus.start_auditor(store_vectors=True)
+    async with bus.client() as client:
+        result = await client.embed(SENTENCES[:2], request_id="emb-kept")
+    assert isinstance(result.completion, EmbeddingList)
+    await wait_for_rows(
+        analyst_db, "SELECT 1 FROM llmbus.results WHERE request_id = 'emb-kept'", {}, want=1
+    )
+    out = tmp_path / "export.jsonl"
+    code, _, err = await run_cli(
+        "export", "--request-id", "emb-kept", "--embeddings", "-o", str(out), env=bus.env()
+    )
+    assert code == 0, err
+    [exported] = [json.loads(line) for line in out.read_text().splitlines()]
+    kept = torch.tensor([e["embedding"] for e in exported["embeddings"]])
+    assert torch.allclose(kept, vectors(result.completion), atol=1e-6)
 
 
 async def test_bad_input_gets_clear_errors_and_the_worker_goes_on(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import struct
@@ -18,6 +17,7 @@ from llmbus.stack.model_cache import DEFAULT_MODEL
 from tests.conftest import Bus
 from tests.e2e.test_chat_path import wait_for_rows
 from tests.gateway.keys import create_key
+from tests.gateway.test_gateway_batches import run_batch
 
 pytestmark = pytest.mark.integration
 
@@ -132,22 +132,7 @@ async def test_embedding_batch_through_the_batches_api(
         }
         for i in range(20)
     ]
-    upload = await client.files.create(
-        file=("emb.jsonl", "\n".join(json.dumps(x) for x in lines).encode()), purpose="batch"
-    )
-    batch = await client.batches.create(
-        input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
-    )
-    for _ in range(240):
-        batch = await client.batches.retrieve(batch.id)
-        if batch.status == "completed":
-            break
-        await asyncio.sleep(0.5)
-    assert batch.status == "completed" and batch.request_counts is not None
-    assert (batch.request_counts.completed, batch.request_counts.failed) == (20, 0)
-    assert batch.output_file_id is not None
-    output = await client.files.content(batch.output_file_id)
-    results = [json.loads(line) for line in output.text.splitlines()]
+    _, _, results = await run_batch(client, lines, "/v1/embeddings")
     assert sorted(r["custom_id"] for r in results) == sorted(x["custom_id"] for x in lines)
     for result in results:
         body = result["response"]["body"]

@@ -189,33 +189,45 @@ async def test_interactive_is_served_ahead_of_a_batch_backlog_which_is_then_canc
     assert len(read_jsonl(tmp_path / "out.jsonl")) == final.completed
 
 
+async def finish_across_a_crash(
+    bus: Bus, engine: Engine, batch_file: Path, *, step_s: float, kill_at: int, timeout_s: float
+) -> tuple[BatchStatus, list[dict[str, Any]]]:
+    """Submit ``batch_file``; a first worker (stand-in engine, a real process) is killed -9
+    once ``kill_at`` requests are done, and a worker on ``engine`` takes over its partitions
+    and finishes the batch. Returns the status at the kill and the result lines, checked to
+    be exactly one per input line."""
+    total = len(read_jsonl(batch_file))
+    first = bus.spawn_worker_process("doomed", step_s=step_s, max_num_seqs=16)
+    code, out, err = await run_cli("batch", "submit", str(batch_file), env=bus.env())
+    assert code == 0, err
+    batch_id = out.strip()
+    midway = await wait_until(bus, batch_id, done=kill_at)
+    assert kill_at <= midway.done < total
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    await bus.start_worker(engine, worker_id="survivor")
+    final = await wait_until(bus, batch_id, done=total, timeout_s=timeout_s)
+    assert final.status == "completed", final
+    assert (final.completed, final.failed, final.cancelled) == (total, 0, 0)
+
+    results = batch_file.with_suffix(".out.jsonl")
+    code, _, err = await run_cli("batch", "results", batch_id, "-o", str(results), env=bus.env())
+    assert code == 0, err
+    lines = read_jsonl(results)
+    custom_ids = sorted(line["custom_id"] for line in read_jsonl(batch_file))
+    assert sorted(line["custom_id"] for line in lines) == custom_ids
+    return midway, lines
+
+
 async def test_a_thousand_requests_complete_exactly_once_across_a_worker_crash(
     bus: Bus, engine: Engine, tmp_path: Path
 ) -> None:
     await bus.start_auditor()
-    ids = write_batch(tmp_path / "k.jsonl", 1000, model=bus.settings.model, max_tokens=4)
-    # The first worker (stand-in engine, a real process) is killed -9 midway; a worker on
-    # the default model takes over its partitions and finishes the batch.
-    first = bus.spawn_worker_process("doomed", step_s=0.05, max_num_seqs=16)
-    code, out, err = await run_cli("batch", "submit", str(tmp_path / "k.jsonl"), env=bus.env())
-    assert code == 0, err
-    batch_id = out.strip()
-    midway = await wait_until(bus, batch_id, done=300)
-    assert 300 <= midway.done < 1000
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
-    await bus.start_worker(engine, worker_id="survivor")
-    final = await wait_until(bus, batch_id, done=1000, timeout_s=600)
-    assert final.status == "completed", final
-    assert (final.completed, final.failed, final.cancelled) == (1000, 0, 0)
-
-    code, _, err = await run_cli(
-        "batch", "results", batch_id, "-o", str(tmp_path / "out.jsonl"), env=bus.env()
+    write_batch(tmp_path / "k.jsonl", 1000, model=bus.settings.model, max_tokens=4)
+    midway, lines = await finish_across_a_crash(
+        bus, engine, tmp_path / "k.jsonl", step_s=0.05, kill_at=300, timeout_s=600
     )
-    assert code == 0, err
-    lines = read_jsonl(tmp_path / "out.jsonl")
     assert len(lines) == 1000
-    assert sorted(line["custom_id"] for line in lines) == ids
     print(f"killed at {midway.done}/1000 done; 1000 result lines, one per custom_id")
 
 

@@ -4,15 +4,13 @@ PostgreSQL and the real pooling engine (all-MiniLM-L6-v2)."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
 
 from llmbus.consumers.engine import Engine
 from tests.conftest import Bus
-from tests.jobs.test_batch_jobs import read_jsonl, wait_until
-from tests.test_cli import run_cli
+from tests.jobs.test_batch_jobs import finish_across_a_crash
 
 pytestmark = pytest.mark.integration
 
@@ -32,29 +30,12 @@ async def test_a_thousand_embedding_lines_complete_exactly_once_across_a_worker_
 ) -> None:
     bus = embedding_bus
     await bus.start_auditor()
-    ids = write_embedding_batch(tmp_path / "e.jsonl", 1000, model=bus.settings.model)
-    # The first worker (stand-in engine, a real process, one step per call) is killed -9
-    # midway; a worker on the real embedding model takes over and finishes the batch.
-    first = bus.spawn_worker_process("doomed", step_s=0.5, max_num_seqs=16)
-    code, out, err = await run_cli("batch", "submit", str(tmp_path / "e.jsonl"), env=bus.env())
-    assert code == 0, err
-    batch_id = out.strip()
-    midway = await wait_until(bus, batch_id, done=200)
-    assert 200 <= midway.done < 1000
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
-    await bus.start_worker(embedding_engine, worker_id="survivor")
-    final = await wait_until(bus, batch_id, done=1000, timeout_s=300)
-    assert final.status == "completed", final
-    assert (final.completed, final.failed, final.cancelled) == (1000, 0, 0)
-
-    code, _, err = await run_cli(
-        "batch", "results", batch_id, "-o", str(tmp_path / "out.jsonl"), env=bus.env()
+    write_embedding_batch(tmp_path / "e.jsonl", 1000, model=bus.settings.model)
+    # One stand-in step per call: slow enough to be killed midway; the real model finishes.
+    midway, lines = await finish_across_a_crash(
+        bus, embedding_engine, tmp_path / "e.jsonl", step_s=0.5, kill_at=200, timeout_s=300
     )
-    assert code == 0, err
-    lines = read_jsonl(tmp_path / "out.jsonl")
     assert len(lines) == 1000
-    assert sorted(line["custom_id"] for line in lines) == ids
     real = 0
     for line in lines:
         body = line["response"]["body"]

@@ -19,7 +19,7 @@ from llmbus.schemas import (
     decode_request,
     encode,
 )
-from llmbus.schemas.batch_input import parse_batch_lines
+from llmbus.schemas.batch_input import for_the_bus, output_line, parse_batch_lines
 from llmbus.schemas.embedding import MAX_INPUTS
 from llmbus.store.audit_writer import result_row
 
@@ -143,3 +143,24 @@ def test_batch_lines_take_embeddings_and_check_the_body_fits_the_url() -> None:
     parsed = parse_batch_lines([good, wrong])
     assert [n for n, _ in parsed.lines] == [1]
     assert "needs 'input'" in str(parsed.errors[0])
+
+
+def test_a_batch_sends_vectors_as_base64_and_writes_what_the_line_asked_for() -> None:
+    floats = EmbeddingRequest(model="m", input=["a"])
+    body, restore = for_the_bus(floats)
+    assert isinstance(body, EmbeddingRequest) and body.encoding_format == "base64"
+    assert restore == {"encoding_format": "float"}
+    packed = make_result("batch_1", encoded=True).completion.model_dump(mode="json")
+    line = output_line(
+        request_id="r", custom_id="c", completion=packed, error_code=None, error_message=None,
+        encoding_format=restore["encoding_format"],
+    )  # fmt: skip
+    vectors = [item["embedding"] for item in line["response"]["body"]["data"]]
+    assert vectors == [pytest.approx([0.6, 0.8, 0.0]), [1.0, 0.0, 0.0]]
+    # A line that asked for base64 (or a chat line) travels and is written as it came.
+    asked = EmbeddingRequest(model="m", input=["a"], encoding_format="base64")
+    assert for_the_bus(asked) == (asked, {})
+    kept = output_line(
+        request_id="r", custom_id="c", completion=packed, error_code=None, error_message=None
+    )
+    assert kept["response"]["body"] == packed
