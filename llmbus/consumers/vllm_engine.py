@@ -110,7 +110,7 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         # A context beyond the model's own is refused by vLLM; a small embedding model
-        # (MiniLM: 512 positions) must start under the chat default of 2048.
+        # (all-MiniLM-L6-v2: 256 tokens) must start under the chat default of 2048.
         native = AsyncEngineArgs(model=self.model_path, runner=self._runner)
         native_len = native.create_model_config().max_model_len
         if native_len < self._max_model_len:
