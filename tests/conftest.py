@@ -102,10 +102,14 @@ async def engine(step_costs: StepCostModel) -> AsyncIterator[Engine]:
 
 @pytest.fixture(scope="session")
 async def embedding_engine() -> AsyncIterator[Engine]:
-    """The real vLLM engine on the default embedding model (pooling runner), loaded once."""
-    from llmbus.cli import make_engine
+    """The real vLLM engine on the default embedding model (pooling runner), loaded once.
+    Without vLLM's metrics: exporting them would unregister the chat engine's."""
+    from llmbus.consumers.vllm_engine import VllmEngine
+    from llmbus.stack.model_cache import packaged_embedding_model
 
-    vllm = make_engine(Settings(model=DEFAULT_EMBEDDING_MODEL, dtype="float32"), None)
+    settings = Settings(model=DEFAULT_EMBEDDING_MODEL, dtype="float32")
+    path = str(packaged_embedding_model())
+    vllm = VllmEngine.from_settings(settings, path, export_metrics=False)
     await vllm.start()
     yield vllm
     await vllm.stop()

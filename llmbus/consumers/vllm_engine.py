@@ -51,6 +51,7 @@ class VllmEngine:
         tool_call_parser: str | None = "hermes",
         cache_dir: Path | None = None,
         step_costs: StepCostModel | None = None,
+        export_metrics: bool = True,
     ) -> None:
         self.model_path = model_path
         self.served_model = served_model
@@ -64,13 +65,21 @@ class VllmEngine:
         """Where ``dtype=auto`` looks for the model's bf16 quality verdict."""
         self._step_costs = step_costs
         """Fed every engine step's time and running sequences (``BatchThrottle``)."""
+        self._export_metrics = export_metrics
+        """vLLM keeps one engine's metrics per process: a new engine that exports them
+        unregisters the previous one's. A second engine in a process (tests) goes without."""
         self._llm: Any = None
         self._serving: dict[Endpoint, Any] = {}
         self._seeded_sampling = True
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, model_path: str, step_costs: StepCostModel | None = None
+        cls,
+        settings: Settings,
+        model_path: str,
+        step_costs: StepCostModel | None = None,
+        *,
+        export_metrics: bool = True,
     ) -> VllmEngine:
         """The engine a worker runs for ``settings``, on the model at ``model_path``."""
         return cls(
@@ -84,6 +93,7 @@ class VllmEngine:
             tool_call_parser=settings.tool_call_parser or None,
             cache_dir=settings.cache_dir,
             step_costs=step_costs,
+            export_metrics=export_metrics,
         )
 
     @property
@@ -127,7 +137,7 @@ class VllmEngine:
             dtype=self._resolve_dtype(),
             # Stats on: vLLM then exports its engine metrics (vllm:*) to prometheus_client's
             # global registry, which the worker's metrics endpoint forwards.
-            disable_log_stats=False,
+            disable_log_stats=not self._export_metrics,
             # Interactive requests (higher priority) are scheduled first and batch work is
             # preempted first when the KV cache runs short (see consumers/lanes.py).
             scheduling_policy="priority",
