@@ -3,9 +3,7 @@ PostgreSQL: vectors as transformers computes them, OpenAI's shapes, bad input re
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from llmbus.bus import BusProducer, PartitionReader
 from llmbus.consumers.engine import Engine
 from llmbus.errors import InvalidRequestError, RemoteError
 from llmbus.schemas import EmbeddingList, ErrorReply, ReplyTo
+from llmbus.schemas.embedding import base64_to_floats
 from llmbus.stack.model_cache import packaged_embedding_model
 from tests.conftest import Bus
 from tests.consumers.test_bad_input import collect_finals, read_dead_letters
@@ -54,14 +53,9 @@ def reference_vectors(texts: list[str]) -> torch.Tensor:
 
 
 def vectors(listing: EmbeddingList) -> torch.Tensor:
-    rows = []
-    for item in sorted(listing.data, key=lambda d: d.index):
-        value = item.embedding
-        if isinstance(value, str):
-            raw = base64.b64decode(value)
-            value = list(struct.unpack(f"<{len(raw) // 4}f", raw))
-        rows.append(value)
-    return torch.tensor(rows)
+    """The listing's vectors in input order, base64 ones decoded as the batch output is."""
+    data = base64_to_floats(listing.model_dump(mode="json"))["data"]
+    return torch.tensor([item["embedding"] for item in sorted(data, key=lambda d: d["index"])])
 
 
 async def test_vectors_match_transformers_and_rank_similar_sentences_first(
