@@ -167,13 +167,12 @@ async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
     if settings.database_url is None:
         print("LLMBUS_DATABASE_URL is not set", file=sys.stderr)
         return 2
-    prefix = settings.topic_prefix.replace(".", r"\.")
     auditor = Auditor(
         AuditorConfig(
             bootstrap=settings.kafka,
             group_id=f"{settings.topic_prefix}-auditor",
             topics=None,
-            pattern=rf"^{prefix}\.(requests\..+|batch\..+|replies)$",
+            pattern=settings.audit_pattern,
             batch_size=settings.audit_batch_size,
             flush_interval_s=settings.audit_flush_interval_s,
             max_request_bytes=settings.max_request_bytes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +71,12 @@ class Settings(BaseSettings):
     topic_prefix: str = "llmbus"
     request_partitions: int = 4
     reply_partitions: int = 16
+    reply_topic_pattern: str | None = None
+    """Topics a worker may write a request's answer to (a regular expression matched
+    against the whole name). A request naming any other is dead-lettered unanswered:
+    without this, anyone who may produce a request could make workers write into any topic
+    they can reach. Default: llmbus's own, ``<prefix>.replies`` and ``<prefix>.replies.*``
+    (results topics of pipelines; they must exist: workers do not create topics)."""
 
     state_dir: Path = Field(default_factory=default_state_dir)
     cache_dir: Path = Field(default_factory=default_cache_dir)
@@ -203,11 +210,15 @@ class Settings(BaseSettings):
             self.answered_topic: self.request_partitions,
             self.batch_answered_topic: self.request_partitions,
             self.control_topic: 1,
+            self.events_topic: 1,
         }
 
-    def audited_topics(self) -> list[str]:
-        """What the auditor copies into PostgreSQL: both lanes' requests and all finals."""
-        return [self.requests_topic, self.batch_topic, self.replies_topic]
+    @property
+    def audit_pattern(self) -> str:
+        """The auditor's subscription: both lanes of every model, and every topic workers
+        may reply to (so a pipeline's results topic is audited like the replies topic)."""
+        prefix = re.escape(self.topic_prefix)
+        return rf"^(?:{prefix}\.(?:requests|batch)\..+|(?:{self.reply_topics}))$"
 
     @property
     def reserved_slots(self) -> int:
@@ -223,6 +234,18 @@ class Settings(BaseSettings):
     @property
     def replies_topic(self) -> str:
         return f"{self.topic_prefix}.replies"
+
+    @property
+    def reply_topics(self) -> str:
+        """``reply_topic_pattern``, or the default: llmbus's own reply topics."""
+        if self.reply_topic_pattern:
+            return self.reply_topic_pattern
+        return rf"{re.escape(self.topic_prefix)}\.replies(\..+)?"
+
+    @property
+    def events_topic(self) -> str:
+        """Batch lifecycle events (``batch.completed``, ...), key: the batch id."""
+        return f"{self.topic_prefix}.events"
 
     @property
     def answered_topic(self) -> str:

@@ -217,8 +217,8 @@ class Bus:
             AuditorConfig(
                 bootstrap=s.kafka_bootstrap,
                 group_id=f"{s.topic_prefix}-auditor",
-                topics=s.audited_topics(),
-                pattern=None,
+                topics=None,
+                pattern=s.audit_pattern,  # as `llmbus auditor` subscribes
                 batch_size=500,
                 flush_interval_s=0.2,
                 max_request_bytes=s.max_request_bytes,

@@ -116,6 +116,10 @@ class GroupConsumer(_ConsumerBase):
             # A dead worker's partitions move to a live one within ~10 s.
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
+            # A pattern subscriber finds new matching topics (a pipeline's results topic)
+            # at its next metadata refresh; 30 s instead of aiokafka's 5 minutes. Nothing is
+            # lost meanwhile: a new topic is read from its beginning.
+            metadata_max_age_ms=30_000,
         )
         try:
             await consumer.start()

@@ -116,6 +116,14 @@ class BusProducer:
         except KafkaError:
             return False
 
+    async def existing_topics(self) -> set[str]:
+        """Every topic the cluster has now (a fresh metadata request, not the cache)."""
+        try:
+            cluster = await self._started().client.fetch_all_metadata()
+        except KafkaError as exc:
+            raise BrokerUnavailableError(f"no metadata from {describe(self._bootstrap)}") from exc
+        return set(cluster.topics())
+
     async def partitions_for(self, topic: str) -> set[int]:
         try:
             parts = await self._started().partitions_for(topic)

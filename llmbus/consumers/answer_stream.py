@@ -119,6 +119,7 @@ class AnswerStream:
             request.reply_to.topic,
             value,
             [*headers, *self._trace],
+            key=request.request_id.encode(),
             partition=request.reply_to.partition,
         )
         return True

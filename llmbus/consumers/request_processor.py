@@ -18,6 +18,7 @@ from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.engine_gate import EngineGate
 from llmbus.consumers.recent_finals import Headers
+from llmbus.consumers.reply_topics import ReplyTopics
 from llmbus.consumers.request_control import RequestControl
 from llmbus.errors import (
     BrokerUnavailableError,
@@ -53,6 +54,10 @@ _SEND_RETRY_S = 300.0
 """How long a final is retried while Kafka is unreachable before the worker gives up on it
 (the offset then stays uncommitted and the request is redone by whoever owns it next)."""
 
+REPLY_TOPIC_REFUSED = "reply_topic_refused"
+"""Dead-letter code of a request whose reply address workers may not write to; it gets no
+reply (sending one there is what is refused)."""
+
 _ENGINE_PRIORITY = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 """vLLM schedules lower values first and preempts higher values first."""
 
@@ -82,8 +87,10 @@ class RequestProcessor:
         dead_letters: DeadLetters,
         answered: Mapping[str, AnsweredLog],
         gate: EngineGate,
+        reply_topics: ReplyTopics,
     ) -> None:
         self._engine = engine
+        self._reply_topics = reply_topics
         self._gate = gate
         self._producer = producer
         self._config = config
@@ -102,9 +109,11 @@ class RequestProcessor:
                     "byte limit",
                     code=PayloadTooLargeError.code.value,
                 )
-            return decode_request(record.value, record.headers)
+            request = decode_request(record.value, record.headers)
         except WireDecodeError as exc:
             reply_to, rid = _salvage_reply_address(record.value)
+            if reply_to is not None and await self._reply_topics.refusal(reply_to):
+                reply_to = None
             log.warning(
                 "poison record at %s:%s:%s: %s",
                 record.topic,
@@ -115,6 +124,12 @@ class RequestProcessor:
             )
             await self._poison(record, exc.code, exc.reason, reply_to, rid)
             return None
+        refusal = await self._reply_topics.refusal(request.reply_to)
+        if refusal is not None:
+            log.warning("refused: %s", refusal, extra={"request_id": request.request_id})
+            await self._poison(record, REPLY_TOPIC_REFUSED, refusal, None, None)
+            return None
+        return request
 
     async def process(self, record: Record, request: ChatRequest, control: RequestControl) -> None:
         """Answer ``request``. Raises HandedBackError (no reply sent) when its partition was
@@ -125,7 +140,7 @@ class RequestProcessor:
         if replay is not None:
             # Answered before (a redelivery or a client retry): resend, never recompute.
             log.info("resending stored final", extra={"request_id": rid})
-            await self._send(request.reply_to, *replay)
+            await self._send(request.reply_to, rid, *replay)
             return
         outcome = "ok"
         incoming = header(record.headers, TRACEPARENT)
@@ -163,7 +178,7 @@ class RequestProcessor:
         # Answered log first: a crash between the two sends leaves a final the next owner
         # resends from the log, never one that was sent but is unknown to the group.
         await answered.record(record, rid, value, headers)
-        await self._send(request.reply_to, value, headers)
+        await self._send(request.reply_to, rid, value, headers)
 
     async def _poison(
         self, record: Record, code: str, reason: str, reply_to: ReplyTo | None, rid: str | None
@@ -283,16 +298,18 @@ class RequestProcessor:
         control.raise_if_stopped(f"after {answer.steps} tokens")
 
     async def _send(
-        self, reply_to: ReplyTo, value: bytes, headers: list[tuple[str, bytes]]
+        self, reply_to: ReplyTo, rid: str, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
         """Publish a final, retrying while the broker is away (a restart takes seconds);
-        the idempotent producer keeps a retried final from being written twice."""
+        the idempotent producer keeps a retried final from being written twice. Keyed by
+        request id: without a partition in the address, the key places it (behind the
+        request's deltas)."""
         give_up = time.monotonic() + _SEND_RETRY_S
         delay = 0.5
         while True:
             try:
                 await self._producer.send(
-                    reply_to.topic, value, headers, partition=reply_to.partition
+                    reply_to.topic, value, headers, key=rid.encode(), partition=reply_to.partition
                 )
                 return
             except BrokerUnavailableError as exc:
@@ -309,7 +326,7 @@ class RequestProcessor:
         return encode(error)
 
     async def _reply_error(self, reply_to: ReplyTo, rid: str, code: str, message: str) -> None:
-        await self._send(reply_to, *self._error_final(rid, code, message))
+        await self._send(reply_to, rid, *self._error_final(rid, code, message))
 
 
 def _salvage_reply_address(value: bytes | None) -> tuple[ReplyTo | None, str | None]:

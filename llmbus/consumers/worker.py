@@ -26,6 +26,7 @@ from llmbus.consumers.engine_gate import EngineGate
 from llmbus.consumers.lag_gauge import report_lag
 from llmbus.consumers.lanes import LaneAdmission
 from llmbus.consumers.offsets import OffsetTracker
+from llmbus.consumers.reply_topics import ReplyTopics
 from llmbus.consumers.request_control import RequestControl
 from llmbus.consumers.request_processor import ProcessorConfig, RequestProcessor
 from llmbus.errors import (
@@ -68,6 +69,8 @@ class WorkerConfig:
     answered_topic: str
     batch_answered_topic: str
     control_topic: str
+    reply_topics: str
+    """The pattern of topics this worker may answer on (``Settings.reply_topics``)."""
     reserved_slots: int
     answered_lookback_s: float
     group_id: str
@@ -90,6 +93,7 @@ class WorkerConfig:
             answered_topic=settings.answered_topic,
             batch_answered_topic=settings.batch_answered_topic,
             control_topic=settings.control_topic,
+            reply_topics=settings.reply_topics,
             reserved_slots=settings.reserved_slots,
             answered_lookback_s=settings.answered_lookback_s,
             group_id=settings.worker_group,
@@ -213,6 +217,7 @@ class Worker:
                 ),
                 self._answered,
                 self._gate,
+                ReplyTopics(self._producer, self._config.reply_topics),
             )
             background = [
                 asyncio.create_task(self._commit_loop()),

@@ -42,7 +42,8 @@ from llmbus.settings import Settings, requests_topic
 from llmbus.tracing import TRACEPARENT, outgoing_traceparent
 
 _ENVELOPE_ARGS = (
-    "stream", "request_id", "priority", "deadline_s", "metadata", "tenant_id", "user_id"
+    "stream", "request_id", "priority", "deadline_s", "metadata", "tenant_id", "user_id",
+    "reply_topic",
 )  # fmt: skip
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -176,17 +177,20 @@ class LlmbusClient:
         metadata: dict[str, str] | None = None,
         tenant_id: str | None = None,
         user_id: str | None = None,
+        reply_topic: str | None = None,
     ) -> ChatRequest:
-        """An OpenAI body in llmbus's envelope, addressed to this client's replies.
-        ``tenant_id``/``user_id`` override the client's own (a gateway serving many callers
-        sets them per request, from the caller's credentials)."""
+        """An OpenAI body in llmbus's envelope, addressed to this client's replies, or
+        with ``reply_topic`` to that topic (keyed by request id, for whichever consumer
+        group reads it: send it with ``submit``). ``tenant_id``/``user_id`` override the
+        client's own (a gateway serving many callers sets them per request, from the
+        caller's credentials)."""
         now = datetime.now(UTC)
         return _validated(
             ChatRequest,
             {
                 "request_id": request_id or uuid.uuid4().hex,
                 "created_at": now,
-                "reply_to": self.reply_to,
+                "reply_to": ReplyTo(topic=reply_topic) if reply_topic else self.reply_to,
                 "priority": priority,
                 "deadline": now + timedelta(seconds=deadline_s) if deadline_s else None,
                 "tenant_id": tenant_id or self._tenant_id,
@@ -257,6 +261,15 @@ class LlmbusClient:
         # Same key as the request: same partition, so the cancel arrives after it.
         await self._publish(topic, value, headers, request_id)
 
+    async def submit(self, request: ChatRequest) -> None:
+        """Publish a prepared request and return once Kafka acknowledged it, without
+        awaiting its answer: for requests whose ``reply_to`` names a results topic that
+        another consumer reads."""
+        value, headers = encode(request)
+        headers = [*headers, (TRACEPARENT, outgoing_traceparent().encode())]
+        topic = requests_topic(self._prefix, request.body.model)
+        await self._publish(topic, value, headers, request.request_id)
+
     async def send(self, request: ChatRequest) -> AsyncGenerator[StreamDelta | ChatResult, None]:
         """Send a prepared request (its reply_to must be this client's)."""
         async for reply in self._exchange(request):
@@ -270,10 +283,7 @@ class LlmbusClient:
         rid = request.request_id
         queue = self._router.subscribe(rid)
         try:
-            value, headers = encode(request)
-            headers = [*headers, (TRACEPARENT, outgoing_traceparent().encode())]
-            topic = requests_topic(self._prefix, request.body.model)
-            await self._publish(topic, value, headers, rid)
+            await self.submit(request)
             timeout = self._timeout_s
             if request.deadline is not None:
                 # A little past the deadline: the worker's deadline error should win.

@@ -34,19 +34,23 @@ class Priority(StrEnum):
 
 
 class ReplyTo(BaseModel):
-    """Where the requester listens: one partition of the shared replies topic."""
+    """Where the answer goes. With a partition: that partition of the shared replies
+    topic, which one live client reads. Without: the topic itself, keyed by request id,
+    for any consumer group to read (a pipeline's results topic); workers write only to
+    topics their ``LLMBUS_REPLY_TOPIC_PATTERN`` allows."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    topic: str = Field(min_length=1, max_length=249)
-    partition: int = Field(ge=0)
+    topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    partition: int | None = Field(default=None, ge=0)
 
 
-WireVersion = Literal[1, 2, 3]
+WireVersion = Literal[1, 2, 3, 4]
 """1: plain-text chat. 2: the whole OpenAI surface (content parts, tools, structured
-outputs, ``n``, logprobs, legacy completions). 3: embeddings. A request is sent in the
-lowest version that carries it, so workers of an older version keep serving it during a
-rolling upgrade (and refuse a newer one by its version, not as a malformed body)."""
+outputs, ``n``, logprobs, legacy completions). 3: embeddings. 4: a reply topic without a
+partition. A request is sent in the lowest version that carries it, so workers of an older
+version keep serving it during a rolling upgrade (and refuse a newer one by its version,
+not as a malformed body)."""
 
 _V1_BODY_FIELDS = frozenset(
     {"model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed"}
@@ -63,8 +67,11 @@ def _body_kind(value: Any) -> str:
 Body = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 
-def lowest_version(body: Body) -> WireVersion:
-    """The oldest wire version that carries ``body`` without losing anything."""
+def lowest_version(body: Body, reply_to: ReplyTo | None = None) -> WireVersion:
+    """The oldest wire version that carries ``body`` (and ``reply_to``) without losing
+    anything."""
+    if reply_to is not None and reply_to.partition is None:
+        return 4
     if isinstance(body, EmbeddingRequest):
         return 3
     if not isinstance(body, ChatCompletionRequest):
@@ -77,6 +84,10 @@ def lowest_version(body: Body) -> WireVersion:
         for m in body.messages
     )
     return 1 if plain else 2
+
+
+def _partition_of(reply_to: ReplyTo | dict[str, Any]) -> Any:
+    return reply_to.partition if isinstance(reply_to, ReplyTo) else reply_to.get("partition")
 
 
 RequestBody = Annotated[
@@ -114,18 +125,22 @@ class ChatRequest(BaseModel):
     def _version_from_body(cls, data: Any) -> Any:
         # Producers built with this module leave the version out: the lowest that fits.
         if isinstance(data, dict) and "schema_version" not in data and "body" in data:
-            body = data["body"]
-            if isinstance(body, ChatCompletionRequest | CompletionRequest | EmbeddingRequest):
+            body, reply_to = data["body"], data.get("reply_to")
+            if isinstance(reply_to, ReplyTo | dict) and _partition_of(reply_to) is None:
+                # Only version 4 carries a partition-less reply address: a JSON producer
+                # need not say so.
+                data = {**data, "schema_version": 4}
+            elif isinstance(body, ChatCompletionRequest | CompletionRequest | EmbeddingRequest):
                 data = {**data, "schema_version": lowest_version(body)}
             elif isinstance(body, dict) and _body_kind(body) == "embedding":
-                # Only version 3 carries embeddings: a JSON producer need not say so.
                 data = {**data, "schema_version": 3}
         return data
 
     @model_validator(mode="after")
     def _version_fits_body(self) -> ChatRequest:
-        if self.schema_version < lowest_version(self.body):
-            raise ValueError(f"this request needs schema_version {lowest_version(self.body)}")
+        needed = lowest_version(self.body, self.reply_to)
+        if self.schema_version < needed:
+            raise ValueError(f"this request needs schema_version {needed}")
         if self.stream and self.is_embedding:
             raise ValueError("stream: embeddings are answered whole, never streamed")
         return self

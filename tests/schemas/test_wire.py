@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -127,7 +128,7 @@ def test_bad_records_raise_clear_errors(
 
 def test_unknown_version_has_its_own_code() -> None:
     with pytest.raises(WireDecodeError) as info:
-        decode(b"{}", [("llmbus-schema-version", b"4")])
+        decode(b"{}", [("llmbus-schema-version", b"5")])
     assert info.value.code == "unsupported_schema_version"
 
 
@@ -227,3 +228,21 @@ def test_naive_timestamps_are_rejected() -> None:
 def test_metadata_is_bounded() -> None:
     with pytest.raises(ValidationError):
         make_request(metadata={f"k{i}": "v" for i in range(33)})
+
+
+def test_a_reply_topic_without_partition_travels_as_version_4() -> None:
+    request = make_request(reply_to=ReplyTo(topic="llmbus.replies.pipeline"))
+    assert request.schema_version == 4
+    decoded = decode_request(*encode(request))
+    assert decoded.reply_to.partition is None
+    # A JSON producer may leave the version out; one that says less is refused.
+    data = json.loads(request.model_dump_json(exclude={"schema_version"}))
+    assert ChatRequest.model_validate(data).schema_version == 4
+    with pytest.raises(ValidationError, match="needs schema_version 4"):
+        ChatRequest.model_validate({**data, "schema_version": 2})
+
+
+@pytest.mark.parametrize("topic", ["", "a topic", "x" * 250, "llmbus/replies"])
+def test_a_reply_topic_must_be_a_kafka_name(topic: str) -> None:
+    with pytest.raises(ValidationError):
+        ReplyTo(topic=topic)
