@@ -1,5 +1,5 @@
 # The commands people type. `make demo` and `make test` set everything up themselves.
-.PHONY: setup demo up down test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer bench-embeddings lock clean
+.PHONY: setup demo up down contract test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer bench-embeddings lock clean
 
 VENV := .venv/bin
 
@@ -14,6 +14,11 @@ up: setup
 
 down:
 	./scripts/down.sh
+
+# The published contract of the topics (docs/asyncapi.yaml, docs/schemas/): regenerate
+# after changing a wire model; a test fails while the committed files differ.
+contract: setup
+	$(VENV)/llmbus contract --out docs
 
 test: setup
 	$(VENV)/ruff check llmbus tests bench

@@ -100,6 +100,14 @@ async def cmd_model_path(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_contract(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.contract import write_contract
+
+    for path in write_contract(args.out):
+        print(path)
+    return 0
+
+
 def make_engine(
     settings: Settings, spec: str | None, step_costs: StepCostModel | None = None
 ) -> Any:
@@ -274,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--purge", action="store_true", help="also delete the database files")
     down.set_defaults(func=cmd_down)
     sub.add_parser("migrate", help="run database migrations").set_defaults(func=cmd_migrate)
+    contract = sub.add_parser(
+        "contract", help="write the AsyncAPI document and JSON Schemas of llmbus's topics"
+    )
+    contract.add_argument("--out", type=Path, default=Path("docs"), help="default: docs/")
+    contract.set_defaults(func=cmd_contract)
     sub.add_parser("model-path", help="prepare and print the model directory").set_defaults(
         func=cmd_model_path
     )

@@ -70,6 +70,6 @@ class BatchPublisher:
         await self._producer.send(
             self._control_topic,
             body,
-            [("content-type", b"application/json")],
+            [("content-type", b"application/json"), ("llmbus-kind", b"batch-cancellation")],
             key=batch_id.encode(),
         )
