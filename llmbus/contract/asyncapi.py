@@ -120,8 +120,10 @@ CHANNELS = (
 
 _PARAMETERS = {
     "prefix": {"default": "llmbus", "description": "LLMBUS_TOPIC_PREFIX"},
-    "model": {"description": "The served model's name, other characters than [A-Za-z0-9_-] "
-              "replaced by '-' (smollm2-135m-instruct)."},  # fmt: skip
+    "model": {
+        "description": "The served model's name, other characters than [A-Za-z0-9_-] "
+        "replaced by '-' (smollm2-135m-instruct)."
+    },
     "name": {"description": "Any name; the topic is created by whoever reads it."},
 }
 
@@ -162,8 +164,10 @@ def _headers(message: Message) -> dict[str, Any]:
             "type": "object",
             "description": "The original record's headers, and:",
             "properties": {
-                "llmbus-dlq-code": {"type": "string", "description": "e.g. invalid_request, "
-                                    "reply_topic_refused, payload_too_large"},  # fmt: skip
+                "llmbus-dlq-code": {
+                    "type": "string",
+                    "description": "e.g. invalid_request, reply_topic_refused, payload_too_large",
+                },
                 "llmbus-dlq-reason": {"type": "string"},
                 "llmbus-dlq-source": {"type": "string", "description": "topic:partition:offset"},
             },
@@ -177,8 +181,11 @@ def _headers(message: Message) -> dict[str, Any]:
         props = {}
     else:
         props = {
-            H_VERSION: {"type": "string", "enum": [str(v) for v in range(1, SCHEMA_VERSION + 1)],
-                        "description": "Optional on requests: taken from the body."},  # fmt: skip
+            H_VERSION: {
+                "type": "string",
+                "enum": [str(v) for v in range(1, SCHEMA_VERSION + 1)],
+                "description": "Optional on requests: taken from the body.",
+            },
             H_REQUEST_ID: {"type": "string", "description": "The request id."},
             "traceparent": {"type": "string", "description": "W3C trace context (optional)."},
         }
@@ -209,8 +216,12 @@ def _messages_per_kind(doc: dict[str, Any]) -> dict[str, Any]:
                 "contentType": "application/json",
                 "headers": _headers(message),
                 "payload": {"$ref": f"#/components/schemas/{schema}"},
-                "bindings": {"kafka": {"key": {"type": "string", "description": message.key},
-                                       "bindingVersion": "0.5.0"}},  # fmt: skip
+                "bindings": {
+                    "kafka": {
+                        "key": {"type": "string", "description": message.key},
+                        "bindingVersion": "0.5.0",
+                    }
+                },
             }
             refs[message.kind] = {"$ref": f"#/components/messages/{name.format(message.kind)}"}
         doc["channels"][channel.name].update(

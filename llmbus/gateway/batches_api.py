@@ -23,7 +23,8 @@ from llmbus.store.batch_store import BatchStatus
 router = APIRouter()
 
 _STATUS = {"publishing": "validating", "in_progress": "in_progress", "completed": "completed",
-           "cancelling": "cancelling", "cancelled": "cancelled"}  # fmt: skip
+           "cancelling": "cancelling", "cancelled": "cancelled", "expired": "expired",
+           "failed": "failed"}  # fmt: skip
 
 
 class CreateBatch(BaseModel):
@@ -55,10 +56,13 @@ def batch_object(s: BatchStatus) -> dict[str, Any]:
         "completed_at": _ts(s.finished_at) if s.status == "completed" else None,
         "cancelling_at": _ts(s.cancel_requested_at),
         "cancelled_at": _ts(s.finished_at) if s.status == "cancelled" else None,
+        "expires_at": _ts(s.expires_at),
+        "expired_at": _ts(s.finished_at) if s.status == "expired" else None,
+        "failed_at": _ts(s.failed_at),
         "request_counts": {
             "total": s.total,
             "completed": s.completed,
-            "failed": s.failed + s.cancelled,
+            "failed": s.failed + s.cancelled + s.expired,
         },
         "metadata": {},
     }

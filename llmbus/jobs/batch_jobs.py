@@ -3,8 +3,9 @@
 Submission order: every line is validated first (nothing is published from a file with
 invalid lines unless asked to skip them); then the batch is recorded in PostgreSQL; then
 its requests are published and acknowledged; then a ``published`` event is recorded. A
-batch stuck in ``publishing`` was interrupted mid-publish (the command reported the
-error): cancel it and submit the file again.
+publish that fails records ``publish_failed`` (the batch is ``failed``) and cancels what
+was sent. A batch stuck in ``publishing`` was killed mid-publish: cancel it and submit the
+file again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from llmbus.errors import BatchInputError
+from llmbus.errors import BatchInputError, LlmbusError
 from llmbus.producers.batch_publisher import BatchPublisher
 from llmbus.schemas import ChatRequest, Priority, ReplyTo
 from llmbus.schemas.batch_input import (
@@ -138,7 +139,12 @@ class BatchJobs:
         on_acked: Callable[[int], None] | None = None,
     ) -> None:
         """Record the batch, publish its requests, then mark it published (the order in
-        this module's docstring). Batch jobs and replay runs both come through here."""
+        this module's docstring). Batch jobs and replay runs both come through here. When
+        publishing fails the batch is marked failed (best effort: the database may be what
+        failed) and what was published is cancelled."""
+        deadlines = [r.deadline for r in requests if r.deadline is not None]
+        if deadlines:
+            params = {**params, "expires_at": max(deadlines).isoformat()}
         await self._store.create(
             batch_id,
             kind=kind,
@@ -149,7 +155,13 @@ class BatchJobs:
             source=source,
             params=params,
         )
-        await self._publisher.publish(requests, on_acked)
+        try:
+            await self._publisher.publish(requests, on_acked)
+        except LlmbusError:
+            with contextlib.suppress(LlmbusError):
+                await self._store.add_event(batch_id, "publish_failed")
+                await self._publisher.cancel(batch_id)
+            raise
         await self._store.add_event(batch_id, "published")
 
     async def cancel(self, batch_id: str) -> BatchStatus:
@@ -175,9 +187,10 @@ class BatchJobs:
             await asyncio.sleep(_POLL_S)
 
     async def output_lines(self, batch_id: str) -> AsyncIterator[tuple[bool, dict[str, Any]]]:
-        """(succeeded, OpenAI Batch output line) for each finished request, in input order."""
-        await self._store.status(batch_id)  # NotFoundError for an unknown id
-        async for row in self._store.results(batch_id):
+        """(succeeded, OpenAI Batch output line) for each finished request, in input order
+        (for an expired batch, each request: the unfinished ones as ``batch_expired``)."""
+        status = await self._store.status(batch_id)  # NotFoundError for an unknown id
+        async for row in self._store.results(batch_id, expired=status.status == "expired"):
             ok = row["status"] == "ok"
             yield (
                 ok,

@@ -72,7 +72,8 @@ async def open_jobs(
 def _status_line(s: BatchStatus) -> str:
     return (
         f"{s.batch_id}  {s.kind:<6} {s.status:<11} total {s.total}  completed {s.completed}  "
-        f"failed {s.failed}  cancelled {s.cancelled}  in progress {s.in_progress}  "
+        f"failed {s.failed}  cancelled {s.cancelled}  expired {s.expired}  "
+        f"in progress {s.in_progress}  "
         f"created {s.created_at:%Y-%m-%d %H:%M:%S}"
     )
 

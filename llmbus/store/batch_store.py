@@ -23,6 +23,11 @@ from llmbus.store.tables import batch_events, batches, requests, results
 
 CANCELLED = "cancelled"
 """The error code of a request skipped or aborted because its batch was cancelled."""
+DEADLINE_EXCEEDED = "deadline_exceeded"
+"""The error code workers give a batch's request reached after the batch's window."""
+BATCH_EXPIRED = "batch_expired"
+"""OpenAI's error code, in an expired batch's error file, for each line it did not finish."""
+_BATCH_EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
 
 
 def new_batch_id(kind: str = "batch") -> str:
@@ -47,10 +52,16 @@ class BatchStatus:
     tenant_id: str | None
     endpoint: str | None = None
     """The endpoint all its lines name, when it was submitted with one."""
+    expired: int = 0
+    """Lines the batch's completion window ended before they were done (counted only once
+    the batch is ``expired``)."""
+    expires_at: datetime | None = None
+    failed_at: datetime | None = None
+    """When its publishing failed: the batch is ``failed`` and nothing more is sent."""
 
     @property
     def done(self) -> int:
-        return self.completed + self.failed + self.cancelled
+        return self.completed + self.failed + self.cancelled + self.expired
 
     @property
     def in_progress(self) -> int:
@@ -125,8 +136,11 @@ class BatchStore:
                 .filter(and_(r.c.status == "error", r.c.error_code == CANCELLED))
                 .label("cancelled"),
                 func.count(r.c.request_id)
-                .filter(and_(r.c.status == "error", r.c.error_code != CANCELLED))
+                .filter(and_(r.c.status == "error", r.c.error_code.not_in(_NOT_FAILED)))
                 .label("failed"),
+                func.count(r.c.request_id)
+                .filter(and_(r.c.status == "error", r.c.error_code == DEADLINE_EXCEEDED))
+                .label("late"),
                 func.max(r.c.finished_at).label("last_finished"),
             )
             .select_from(
@@ -153,8 +167,11 @@ class BatchStore:
             seen.setdefault(batch_id, {})[event] = at
         return [_status(row._mapping, seen.get(row.batch_id, {})) for row in rows]
 
-    async def results(self, batch_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Each finished request of the batch, in input-file order."""
+    async def results(
+        self, batch_id: str, *, expired: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Each finished request of the batch, in input-file order; for an ``expired``
+        batch, every request, those it did not finish as ``batch_expired`` errors."""
         query = (
             select(
                 requests.c.request_id,
@@ -165,7 +182,11 @@ class BatchStore:
                 results.c.error_code,
                 results.c.error_message,
             )
-            .select_from(requests.join(results, results.c.request_id == requests.c.request_id))
+            .select_from(
+                requests.join(
+                    results, results.c.request_id == requests.c.request_id, isouter=expired
+                )
+            )
             .where(requests.c.batch_id == batch_id)
             .order_by(requests.c.kafka_partition, requests.c.kafka_offset)
         )
@@ -175,20 +196,39 @@ class BatchStore:
                 return list(await conn.execute(query))
 
         for row in await mapped(op):
-            yield dict(row._mapping)
+            found = dict(row._mapping)
+            if expired and (found["status"] is None or found["error_code"] == DEADLINE_EXCEEDED):
+                found.update(
+                    status="error", error_code=BATCH_EXPIRED, error_message=_BATCH_EXPIRED_MESSAGE
+                )
+            yield found
+
+
+_NOT_FAILED = (CANCELLED, DEADLINE_EXCEEDED)
 
 
 def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
-    done = row["completed"] + row["failed"] + row["cancelled"]
+    params = row["params"] or {}
+    late, failed = row["late"], row["failed"]
+    done = row["completed"] + failed + row["cancelled"] + late
     finished = row["last_finished"] if done >= row["total"] else None
+    expires_at = datetime.fromisoformat(params["expires_at"]) if "expires_at" in params else None
+    expired = 0
     if "cancel_requested" in events:
         # A cancel that came too late to stop any request leaves a batch that simply
         # completed: ``cancelled`` always comes with cancelled requests in its counts.
         state = "cancelling" if not finished else "cancelled" if row["cancelled"] else "completed"
+    elif "publish_failed" in events:
+        state, finished = "failed", events["publish_failed"]
     elif "published" not in events:
         state = "publishing"
+    elif expires_at is not None and datetime.now(UTC) >= expires_at and (late or not finished):
+        # OpenAI's expired batch: what finished in the window is its output, the rest are
+        # batch_expired errors (requests still queued are refused by their deadline).
+        state, finished, expired = "expired", expires_at, row["total"] - done + late
     else:
         state = "completed" if finished else "in_progress"
+        failed += late  # a request's own deadline, not the batch's window
     return BatchStatus(
         batch_id=row["batch_id"],
         kind=row["kind"],
@@ -196,7 +236,7 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
         status=state,
         total=row["total"],
         completed=row["completed"],
-        failed=row["failed"],
+        failed=failed,
         cancelled=row["cancelled"],
         created_at=row["created_at"],
         published_at=events.get("published"),
@@ -204,5 +244,8 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
         finished_at=finished,
         source=row["source"],
         tenant_id=row["tenant_id"],
-        endpoint=(row["params"] or {}).get("endpoint"),
+        endpoint=params.get("endpoint"),
+        expired=expired,
+        expires_at=expires_at,
+        failed_at=events.get("publish_failed"),
     )
