@@ -195,6 +195,12 @@ async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_notifier(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.jobs.notifier_commands import run_notifier
+
+    return await run_notifier(settings, _registry(settings))
+
+
 async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
     from llmbus.producers import LlmbusClient
     from llmbus.schemas import ChatResult, StreamDelta
@@ -304,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("auditor", help="copy requests and results into PostgreSQL").set_defaults(
         func=cmd_auditor
     )
+    sub.add_parser(
+        "notifier", help="publish batch lifecycle events and deliver signed webhooks"
+    ).set_defaults(func=cmd_notifier)
     chat = sub.add_parser("chat", help="ask one question through Kafka")
     chat.add_argument("question")
     chat.add_argument("--stream", action="store_true")
@@ -325,9 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     ksub.add_parser("list").add_argument("--all", action="store_true", help="revoked too")
     ksub.add_parser("revoke").add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
-    from llmbus.jobs.commands import add_parsers
+    from llmbus.jobs import commands, notifier_commands
 
-    add_parsers(sub)
+    commands.add_parsers(sub)
+    notifier_commands.add_parsers(sub)
     return parser
 
 

@@ -98,6 +98,28 @@ class AuditMetrics:
         )
 
 
+class NotifierMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "llmbus_batch_events_total", "Batch lifecycle events recorded", ["type"],
+            registry=registry,
+        )  # fmt: skip
+        self.published = Counter(
+            "llmbus_batch_events_published_total",
+            "Batch events published to the events topic",
+            registry=registry,
+        )
+        self.webhook_attempts = Counter(
+            "llmbus_webhook_attempts_total",
+            "Webhook deliveries tried, by outcome (delivered, retry, gave_up)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "llmbus_notifier_leader", "1 while this notifier holds the lease", registry=registry
+        )
+
+
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry

@@ -138,6 +138,18 @@ class Settings(BaseSettings):
     larger than its text and rarely read again; each is recorded by its length). A batch
     job's vectors are always kept: its output file is made from them."""
 
+    notifier_poll_s: float = 1.0
+    """How often ``llmbus notifier`` looks for batch status changes and due webhooks: an
+    event follows its change within about this long."""
+    webhook_retry_s: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0],
+        min_length=1,
+    )
+    """Waits before each webhook retry (Standard Webhooks' advice: quick at first, then
+    for hours, about 10 h in all); one attempt more than entries, then it gives up."""
+    webhook_timeout_s: float = 10.0
+    """A receiver should answer at once and work later; a slower one is retried."""
+
     gateway_host: str = "127.0.0.1"
     """Loopback unless told otherwise: exposing the gateway is a deliberate act."""
     gateway_port: int = 8080

@@ -18,13 +18,9 @@ from llmbus.gateway.openai_errors import GatewayError
 from llmbus.gateway.routes_common import ERROR_RESPONSES, principal_of, service_of
 from llmbus.jobs.batch_jobs import SubmitOptions
 from llmbus.schemas.batch_input import BATCH_URL, BatchUrl
-from llmbus.store.batch_store import BatchStatus
+from llmbus.store.batch_store import OPENAI_STATUS, BatchStatus
 
 router = APIRouter()
-
-_STATUS = {"publishing": "validating", "in_progress": "in_progress", "completed": "completed",
-           "cancelling": "cancelling", "cancelled": "cancelled", "expired": "expired",
-           "failed": "failed"}  # fmt: skip
 
 
 class CreateBatch(BaseModel):
@@ -48,7 +44,7 @@ def batch_object(s: BatchStatus) -> dict[str, Any]:
         "errors": None,
         "input_file_id": s.source or "",
         "completion_window": "24h",
-        "status": _STATUS[s.status],
+        "status": OPENAI_STATUS[s.status],
         "output_file_id": f"{s.batch_id}-output" if s.finished_at else None,
         "error_file_id": f"{s.batch_id}-errors" if s.finished_at else None,
         "created_at": _ts(s.created_at),

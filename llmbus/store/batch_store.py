@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from llmbus.errors import NotFoundError
 from llmbus.schemas.batch_input import WIRE_FORMAT_KEY
+from llmbus.schemas.events import BatchEventType
 from llmbus.store.database import Database, mapped
-from llmbus.store.tables import batch_events, batches, requests, results
+from llmbus.store.tables import batch_events, batch_notices, batches, requests, results
 
 CANCELLED = "cancelled"
 """The error code of a request skipped or aborted because its batch was cancelled."""
@@ -28,6 +29,12 @@ DEADLINE_EXCEEDED = "deadline_exceeded"
 BATCH_EXPIRED = "batch_expired"
 """OpenAI's error code, in an expired batch's error file, for each line it did not finish."""
 _BATCH_EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+
+
+OPENAI_STATUS = {"publishing": "validating", "in_progress": "in_progress",
+                 "completed": "completed", "cancelling": "cancelling", "cancelled": "cancelled",
+                 "expired": "expired", "failed": "failed"}  # fmt: skip
+"""llmbus's batch status -> OpenAI's batch object status."""
 
 
 def new_batch_id(kind: str = "batch") -> str:
@@ -121,6 +128,14 @@ class BatchStore:
     async def recent(self, *, limit: int = 20, tenant_id: str | None = None) -> list[BatchStatus]:
         where = batches.c.tenant_id == tenant_id if tenant_id is not None else None
         return await self._statuses(where, limit=limit)
+
+    async def awaiting_final_event(self, *, limit: int) -> list[BatchStatus]:
+        """Announced batches whose final lifecycle event is not recorded yet: the
+        notifier's work list (newest first; a batch leaves it with its final event)."""
+        n = batch_notices.c
+        final = [t.value for t in BatchEventType if t.is_terminal]
+        recorded = exists().where(and_(n.batch_id == batches.c.batch_id, n.type.in_(final)))
+        return await self._statuses(and_(batches.c.announce, ~recorded), limit=limit)
 
     async def _statuses(self, where: Any, *, limit: int) -> list[BatchStatus]:
         picked = select(batches).order_by(batches.c.created_at.desc()).limit(limit)

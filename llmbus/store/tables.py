@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -79,8 +81,10 @@ batches = Table(
     Column("user_id", String(128)),
     Column("source", Text),
     Column("params", JSONB, nullable=False),
+    Column("announce", Boolean, nullable=False, server_default=true()),
 )
-"""A batch job or a replay run; immutable once written."""
+"""A batch job or a replay run; immutable once written. ``announce``: its lifecycle events
+are published (false for batches from before events existed)."""
 
 batch_events = Table(
     "batch_events",
@@ -155,3 +159,44 @@ rate_usage = Table(
 )
 """Requests and tokens admitted per gateway subject (key) and epoch minute, shared by every
 gateway replica. Counters, not audit: the one table the writer role may UPDATE and DELETE."""
+
+batch_notices = Table(
+    "batch_notices",
+    metadata,
+    Column("event_id", String(32), primary_key=True),
+    Column("batch_id", String(128), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("published_at", DateTime(timezone=True)),
+)
+"""Batch lifecycle events, recorded before they are published to the events topic;
+``published_at`` once Kafka acknowledged one (the notifier's only update)."""
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("endpoint_id", String(40), primary_key=True),
+    Column("tenant_id", String(128), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("event_types", JSONB(none_as_null=True)),  # SQL NULL: every event type
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True)),
+)
+"""A tenant's webhook receiver. The signing secret must be readable to sign with it, so
+the table is closed to the analysts' role."""
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("event_id", String(32), primary_key=True),
+    Column("endpoint_id", String(40), primary_key=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+)
+"""One event for one endpoint: attempts so far, the last answer, when to try again."""
