@@ -21,8 +21,8 @@ contract: setup
 	$(VENV)/llmbus contract --out docs
 
 test: setup
-	$(VENV)/ruff check llmbus tests bench
-	$(VENV)/ruff format --check llmbus tests bench
+	$(VENV)/ruff check llmbus tests bench examples
+	$(VENV)/ruff format --check llmbus tests bench examples
 	$(VENV)/mypy
 	$(VENV)/python -m pytest
 
@@ -30,13 +30,13 @@ test-unit: setup
 	$(VENV)/python -m pytest -m "not integration"
 
 lint: setup
-	$(VENV)/ruff check llmbus tests bench
-	$(VENV)/ruff format --check llmbus tests bench
+	$(VENV)/ruff check llmbus tests bench examples
+	$(VENV)/ruff format --check llmbus tests bench examples
 	$(VENV)/mypy
 
 format: setup
-	$(VENV)/ruff format llmbus tests bench
-	$(VENV)/ruff check --fix llmbus tests bench
+	$(VENV)/ruff format llmbus tests bench examples
+	$(VENV)/ruff check --fix llmbus tests bench examples
 
 typecheck: setup
 	$(VENV)/mypy

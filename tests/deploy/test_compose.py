@@ -17,7 +17,15 @@ def test_compose_file_has_every_part_and_no_secrets() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     compose = yaml.safe_load(text)
     services = compose["services"]
-    assert set(services) == {"kafka", "postgres", "migrate", "worker", "auditor", "gateway"}
+    assert set(services) == {
+        "kafka",
+        "postgres",
+        "migrate",
+        "worker",
+        "auditor",
+        "notifier",
+        "gateway",
+    }
     assert services["gateway"]["ports"] == ["127.0.0.1:8080:8080"]
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
@@ -30,11 +38,17 @@ def test_compose_file_has_every_part_and_no_secrets() -> None:
     assert not literals, literals
     kafka = services["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
-    for service in ("auditor", "gateway"):
+    for service in ("auditor", "notifier", "gateway"):
         assert (
             services[service]["depends_on"]["migrate"]["condition"]
             == "service_completed_successfully"
         )
+    # The notifier runs on the app image with the auditor's environment and dependencies.
+    notifier, auditor = services["notifier"], services["auditor"]
+    assert notifier["command"] == ["notifier"]
+    assert notifier["image"] == auditor["image"]
+    assert notifier["environment"] == auditor["environment"]
+    assert notifier["depends_on"] == auditor["depends_on"]
 
 
 def test_compose_config_validates_where_docker_compose_exists() -> None:

@@ -48,7 +48,12 @@ def test_lint_is_clean(helm: str) -> None:
 def test_default_render_has_every_part_and_valid_workloads(helm: str) -> None:
     docs = render(helm)
     deployments = by_kind(docs, "Deployment")
-    assert set(deployments) == {"rel-llmbus-worker", "rel-llmbus-auditor", "rel-llmbus-gateway"}
+    assert set(deployments) == {
+        "rel-llmbus-worker",
+        "rel-llmbus-auditor",
+        "rel-llmbus-notifier",
+        "rel-llmbus-gateway",
+    }
     for name, d in deployments.items():
         spec = d["spec"]
         labels = spec["template"]["metadata"]["labels"]
@@ -213,6 +218,95 @@ def test_embedding_workers_beside_the_chat_workers(helm: str) -> None:
     assert auditor["LLMBUS_AUDIT_STORE_VECTORS"][0]["value"] == "true"
 
 
+def test_notifier_runs_beside_the_auditor_with_its_secrets(helm: str) -> None:
+    docs = render(helm)
+    deployments = by_kind(docs, "Deployment")
+    notifier = deployments["rel-llmbus-notifier"]
+    auditor = deployments["rel-llmbus-auditor"]
+    assert notifier["spec"]["replicas"] == 2  # one leader by advisory lock, one on standby
+    pod = notifier["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "notifier"
+    assert notifier["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "llmbus",
+        "app.kubernetes.io/instance": "rel",
+        "app.kubernetes.io/component": "notifier",
+    }
+    container = pod["spec"]["containers"][0]
+    auditor_container = auditor["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["notifier"]
+    assert container["image"] == auditor_container["image"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9100}]
+    assert container["securityContext"] == auditor_container["securityContext"]
+    assert pod["spec"]["securityContext"] == auditor["spec"]["template"]["spec"]["securityContext"]
+
+    env, auditor_env = env_of(notifier), env_of(auditor)
+    assert all(len(entries) == 1 for entries in env.values()), env
+    assert env["LLMBUS_DATABASE_URL"] == [
+        {
+            "name": "LLMBUS_DATABASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "llmbus-database", "key": "database-url"}},
+        }
+    ]
+    for name in (
+        "LLMBUS_DATABASE_URL",
+        "LLMBUS_KAFKA_BOOTSTRAP",
+        "LLMBUS_TOPIC_PREFIX",
+        "LLMBUS_KAFKA_SECURITY_PROTOCOL",
+        "LLMBUS_METRICS_PORT",
+    ):
+        assert env[name] == auditor_env[name], name
+    assert env["LLMBUS_NOTIFIER_POLL_S"][0]["value"] == "1"
+    retry = json.loads(env["LLMBUS_WEBHOOK_RETRY_S"][0]["value"])
+    assert retry == [5, 30, 120, 600, 1800, 3600, 10800, 21600]
+    assert env["LLMBUS_WEBHOOK_TIMEOUT_S"][0]["value"] == "10"
+
+    # Scraped and fenced like every llmbus pod: the release-wide metrics Service and policy.
+    service = by_kind(docs, "Service")["rel-llmbus-metrics"]["spec"]
+    assert service["selector"].items() <= pod["metadata"]["labels"].items()
+    policy = by_kind(docs, "NetworkPolicy")["rel-llmbus-default"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+    # SASL credentials by reference, the same Secret as the auditor's.
+    sasl = render(
+        helm,
+        "kafka.securityProtocol=SASL_SSL",
+        "kafka.saslMechanism=SCRAM-SHA-512",
+        "kafka.existingSecret=kafka-creds",
+        "database.existingSecret=db-creds",
+    )
+    env = env_of(by_kind(sasl, "Deployment")["rel-llmbus-notifier"])
+    auditor_env = env_of(by_kind(sasl, "Deployment")["rel-llmbus-auditor"])
+    for name in (
+        "LLMBUS_KAFKA_SASL_MECHANISM",
+        "LLMBUS_KAFKA_SASL_USERNAME",
+        "LLMBUS_KAFKA_SASL_PASSWORD",
+        "LLMBUS_DATABASE_URL",
+    ):
+        assert env[name] == auditor_env[name], name
+    assert env["LLMBUS_KAFKA_SASL_PASSWORD"][0]["valueFrom"]["secretKeyRef"] == {
+        "name": "kafka-creds",
+        "key": "password",
+    }
+    assert env["LLMBUS_DATABASE_URL"][0]["valueFrom"]["secretKeyRef"]["name"] == "db-creds"
+
+    tuned = render(
+        helm,
+        "notifier.replicas=1",
+        "notifier.webhookRetrySeconds={1,60}",
+        "notifier.webhookTimeoutSeconds=3",
+    )
+    notifier = by_kind(tuned, "Deployment")["rel-llmbus-notifier"]
+    assert notifier["spec"]["replicas"] == 1
+    env = env_of(notifier)
+    assert json.loads(env["LLMBUS_WEBHOOK_RETRY_S"][0]["value"]) == [1, 60]
+    assert env["LLMBUS_WEBHOOK_TIMEOUT_S"][0]["value"] == "3"
+
+    off = render(helm, "notifier.enabled=false")
+    assert "rel-llmbus-notifier" not in by_kind(off, "Deployment")
+    assert not [d for d in off if "notifier" in d["metadata"]["name"]]
+    assert "rel-llmbus-auditor" in by_kind(off, "Deployment")
+
+
 def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
     cases = {
         "worker.maxNumSeqs=0": "maxNumSeqs",
@@ -220,6 +314,10 @@ def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
         "gateway.port=80": "port",
         "embeddings.runner=embed": "runner",
         "embeddings.replica=2": "replica",
+        "notifier.replicas=-1": "/notifier/replicas",
+        "notifier.webhookRetrySeconds=5": "/notifier/webhookRetrySeconds",
+        "notifier.pollSeconds=0": "/notifier/pollSeconds",
+        "notifier.webhookTimeout=5": "webhookTimeout",
         "gateway.ingress.enabled=true,gateway.ingress.tlsSecret=": "tlsSecret is required",
         "worker.autoscaling.keda.enabled=true,kafka.securityProtocol=SASL_SSL,"
         "kafka.saslMechanism=PLAIN": "kafka.existingSecret is required",

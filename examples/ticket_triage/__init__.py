@@ -1,0 +1,1 @@
+"""An example event-driven service on llmbus (see README.md here)."""
