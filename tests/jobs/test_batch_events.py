@@ -24,6 +24,7 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from llmbus.bus import BusProducer, TopicPartition, read_all
+from llmbus.errors import NotStartedError
 from llmbus.jobs.batch_events import BatchEvents
 from llmbus.metrics import NotifierMetrics
 from llmbus.schemas.events import H_EVENT_ID, BatchEventType, encode_event, event_id
@@ -245,3 +246,71 @@ async def test_an_event_published_before_a_crash_is_not_published_again(bus: Bus
         event_id(batch_id, BatchEventType.CREATED),
         event_id(batch_id, BatchEventType.IN_PROGRESS),
     ]
+
+
+async def test_failed_and_expired_batches_announce_their_end(bus: Bus) -> None:
+    """A publish that fails marks the batch failed; a batch past its window with work left
+    is expired. Each gets its final event (in-process notifier rounds, real PostgreSQL)."""
+    from datetime import UTC, datetime, timedelta
+
+    from llmbus.jobs.batch_jobs import BatchJobs
+    from llmbus.producers.batch_publisher import BatchPublisher
+    from llmbus.schemas import ChatCompletionRequest, ChatRequest, ReplyTo
+
+    s = bus.settings
+    async with (
+        Database(bus.stack.postgres.url("llmbus_writer")) as db,
+        BusProducer(s.kafka, client_id="t", max_request_bytes=s.max_request_bytes) as producer,
+    ):
+        batches, notices = BatchStore(db), BatchNoticeStore(db)
+        events = BatchEvents(
+            batches, notices, producer, bootstrap=s.kafka, topic=s.events_topic,
+            metrics=NotifierMetrics(CollectorRegistry()),
+        )  # fmt: skip
+        # Publishing through a producer that was never started fails like a lost broker.
+        unstarted = BusProducer(s.kafka, client_id="x", max_request_bytes=s.max_request_bytes)
+        jobs = BatchJobs(
+            batches,
+            BatchPublisher(
+                unstarted, topic_prefix=s.topic_prefix, replies_topic=s.replies_topic,
+                control_topic=s.control_topic,
+            ),
+        )  # fmt: skip
+        failed = f"batch_failed_{s.topic_prefix}"
+        request = ChatRequest(
+            request_id=f"{failed}-1",
+            reply_to=ReplyTo(topic=s.replies_topic, partition=0),
+            batch_id=failed,
+            deadline=datetime.now(UTC) + timedelta(hours=1),
+            body=ChatCompletionRequest(model=s.model, messages=[{"role": "user", "content": "x"}]),
+        )
+        with pytest.raises(NotStartedError):
+            await jobs.enqueue(
+                failed, [request], kind="batch", tenant_id=None, user_id=None, source="f.jsonl",
+                params={},
+            )  # fmt: skip
+        assert (await batches.status(failed)).status == "failed"
+
+        expired = f"batch_expired_{s.topic_prefix}"
+        past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        await batches.create(
+            expired, kind="batch", model=s.model, total=3, tenant_id=None, user_id=None,
+            source="e.jsonl", params={"expires_at": past},
+        )  # fmt: skip
+        await batches.add_event(expired, "published")
+        status = await batches.status(expired)
+        assert (status.status, status.expired, status.completed) == ("expired", 3, 0)
+
+        await events.record_changes()
+        found = await notices.recorded_types([failed, expired])
+        assert found == {
+            failed: {"batch.created", "batch.failed"},
+            expired: {"batch.created", "batch.in_progress", "batch.expired"},
+        }
+        (final,) = [
+            e
+            for e, _ in await notices.unpublished(10_000)
+            if e.data.id == expired and e.type is BatchEventType.EXPIRED
+        ]
+        assert final.data.status == "expired"
+        assert final.data.request_counts.model_dump() == {"total": 3, "completed": 0, "failed": 3}
