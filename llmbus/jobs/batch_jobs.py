@@ -4,8 +4,8 @@ Submission order: every line is validated first (nothing is published from a fil
 invalid lines unless asked to skip them); then the batch is recorded in PostgreSQL; then
 its requests are published and acknowledged; then a ``published`` event is recorded. A
 publish that fails records ``publish_failed`` (the batch is ``failed``) and cancels what
-was sent. A batch stuck in ``publishing`` was killed mid-publish: cancel it and submit the
-file again.
+was sent. A batch stuck in ``publishing`` was killed mid-publish (it reads ``failed`` once
+its window is over): cancel it and submit the file again.
 """
 
 from __future__ import annotations

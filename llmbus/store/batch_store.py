@@ -237,6 +237,10 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
         state, finished = "failed", events["publish_failed"]
     elif "published" not in events:
         state = "publishing"
+        if expires_at is not None and datetime.now(UTC) >= expires_at:
+            # Its submitter died mid-publish and nobody cancelled it: past its window it
+            # will never complete (OpenAI's batch that failed validation).
+            state, finished = "failed", expires_at
     elif expires_at is not None and datetime.now(UTC) >= expires_at and (late or not finished):
         # OpenAI's expired batch: what finished in the window is its output, the rest are
         # batch_expired errors (requests still queued are refused by their deadline).

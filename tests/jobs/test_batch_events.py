@@ -300,11 +300,19 @@ async def test_failed_and_expired_batches_announce_their_end(bus: Bus) -> None:
         await batches.add_event(expired, "published")
         status = await batches.status(expired)
         assert (status.status, status.expired, status.completed) == ("expired", 3, 0)
+        # The same, never published (its submitter killed): failed once its window is over.
+        stuck = f"batch_stuck_{s.topic_prefix}"
+        await batches.create(
+            stuck, kind="batch", model=s.model, total=3, tenant_id=None, user_id=None,
+            source="s.jsonl", params={"expires_at": past},
+        )  # fmt: skip
+        assert (await batches.status(stuck)).status == "failed"
 
         await events.record_changes()
-        found = await notices.recorded_types([failed, expired])
+        found = await notices.recorded_types([failed, expired, stuck])
         assert found == {
             failed: {"batch.created", "batch.failed"},
+            stuck: {"batch.created", "batch.failed"},
             expired: {"batch.created", "batch.in_progress", "batch.expired"},
         }
         (final,) = [
