@@ -17,6 +17,7 @@ from tests.conftest import Bus
 from tests.consumers.test_bad_input import read_dead_letters
 from tests.e2e.test_chat_path import wait_for_rows
 from tests.fakes.echo_engine import EchoEngine
+from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +84,19 @@ async def test_answers_go_to_a_named_topic_keyed_by_request_id(
         want=2,
     )
     assert [(r["request_id"], r["status"]) for r in rows] == [("pipe-0", "ok"), ("pipe-1", "ok")]
+
+    # ... and replayable like any other: the replay's answers come back to the replay run.
+    code, out, err = await run_cli("replay", "--request-id", "pipe-0", "--wait", env=bus.env())
+    assert code == 0, err
+    run_id = out.splitlines()[0]
+    replayed = await wait_for_rows(
+        analyst_db,
+        "SELECT r.status, r.output FROM llmbus.requests q JOIN llmbus.results r"
+        " USING (request_id) WHERE q.replay_of = 'pipe-0' AND q.batch_id = :run",
+        {"run": run_id},
+        want=1,
+    )
+    assert [(r["status"], r["output"]) for r in replayed] == [("ok", "echo: w6 w1 w2 w4")]
 
 
 async def test_a_topic_outside_the_pattern_or_missing_is_refused_and_dead_lettered(
