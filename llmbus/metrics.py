@@ -31,6 +31,11 @@ class WorkerMetrics:
         self.inflight = Gauge(
             "llmbus_requests_inflight", "Requests handed to the engine", registry=registry
         )
+        self.conversation_waiting = Gauge(
+            "llmbus_conversation_waiting",
+            "Requests waiting in the worker for an earlier turn of their conversation",
+            registry=registry,
+        )
         self.batch_slot_limit = Gauge(
             "llmbus_batch_slot_limit",
             "Batch-lane requests the worker admits now (lowered while interactive ones run)",

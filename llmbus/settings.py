@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     answered_lookback_s: float = 600.0
     """How far back a worker reads the answered log when it is assigned a partition: must
     exceed the longest time a request can be in flight (queue + generation)."""
+    conversation_concurrency: int = 2
+    """Requests of one conversation (one Kafka key) a worker runs at once; the rest wait in
+    the worker, holding no engine slot, so one busy conversation cannot starve the others
+    on its partition (``consumers/conversation_queue.py``)."""
     max_n: int = 8
     """Choices one request may ask for (OpenAI's ``n``): each is a sequence in the engine's
     batch, so a large n lets one caller take many slots at once."""

@@ -9,11 +9,13 @@ from typing import Any, Literal, Self
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from llmbus.bus.endpoint import Kafka, client_kwargs
 from llmbus.bus.record import Record, TopicPartition
+from llmbus.bus.sticky_assignor import TopicBalancedStickyAssignor
 from llmbus.errors import BrokerUnavailableError, NotStartedError
 
 RebalanceHandler = Callable[[set[TopicPartition]], Awaitable[None]]
@@ -92,8 +94,10 @@ class GroupConsumer(_ConsumerBase):
         max_partition_fetch_bytes: int,
         on_assigned: RebalanceHandler = _noop,
         on_revoked: RebalanceHandler = _noop,
+        sticky: bool = False,
     ) -> None:
         super().__init__()
+        self._sticky = sticky
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._topics = topics or []
@@ -120,6 +124,14 @@ class GroupConsumer(_ConsumerBase):
             # at its next metadata refresh; 30 s instead of aiokafka's 5 minutes. Nothing is
             # lost meanwhile: a new topic is read from its beginning.
             metadata_max_age_ms=30_000,
+            # Sticky: a rebalance moves as few partitions as it can, lane by lane.
+            # Round-robin stays listed so a group whose older members offer only it still
+            # agrees on one during a rolling upgrade.
+            partition_assignment_strategy=(
+                (TopicBalancedStickyAssignor(), RoundRobinPartitionAssignor)
+                if self._sticky
+                else (RoundRobinPartitionAssignor,)
+            ),
         )
         try:
             await consumer.start()

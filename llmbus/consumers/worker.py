@@ -20,6 +20,7 @@ from llmbus.bus import BusProducer, GroupConsumer, Kafka, Record, TopicPartition
 from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.batch_cancellations import BatchCancellations
 from llmbus.consumers.batch_throttle import BatchThrottle, StepCostModel
+from llmbus.consumers.conversation_queue import ConversationQueue
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.engine_gate import EngineGate
@@ -80,6 +81,7 @@ class WorkerConfig:
     commit_interval_s: float
     shutdown_grace_s: float
     max_n: int = 8
+    conversation_concurrency: int = 2
     interactive_slowdown: float = 1.25
     interactive_hold_s: float = 5.0
 
@@ -101,6 +103,7 @@ class WorkerConfig:
             served_model=settings.model,
             max_request_bytes=settings.max_request_bytes,
             max_n=settings.max_n,
+            conversation_concurrency=settings.conversation_concurrency,
             commit_interval_s=settings.commit_interval_s,
             shutdown_grace_s=settings.shutdown_grace_s,
             interactive_slowdown=settings.interactive_slowdown,
@@ -143,8 +146,17 @@ class Worker:
             # keeps every step full while finals go out and the next records come in.
             slots *= _EMBEDDING_QUEUE_DEPTH
         max_batch = max(1, slots - config.reserved_slots)
+        max_inflight = slots + max(4, slots // 4)
+        self._conversations: ConversationQueue[tuple[Record, str | None, RequestControl]] = (
+            ConversationQueue(
+                per_key=config.conversation_concurrency,
+                # Records waiting for their conversation hold memory, not engine slots:
+                # as many as the worker runs at once, then fetching pauses.
+                max_waiting=max_inflight,
+            )
+        )
         self._lanes = LaneAdmission(
-            max_inflight=slots + max(4, slots // 4),
+            max_inflight=max_inflight,
             max_batch=max_batch,
             batch_topic=config.batch_topic,
             throttle=BatchThrottle(
@@ -170,6 +182,9 @@ class Worker:
             client_id=f"worker-{config.worker_id}",
             max_partition_fetch_bytes=config.max_request_bytes + 64 * 1024,
             on_revoked=self._on_revoked,
+            # A worker keeps its partitions across a rebalance where it can, and with them
+            # the conversations whose turns its engine has cached.
+            sticky=True,
         )
         self._answers_loaded: set[TopicPartition] = set()
         self._load_locks: dict[TopicPartition, asyncio.Lock] = {}
@@ -240,6 +255,13 @@ class Worker:
         if self._fatal is not None:
             raise self._fatal
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this worker holds now (both lanes; none before it has joined)."""
+        try:
+            return self._consumer.assignment()
+        except NotStartedError:
+            return set()
+
     def stop(self) -> None:
         """Stop fetching; in-flight requests get ``shutdown_grace_s`` to finish."""
         self._stopping.set()
@@ -253,7 +275,7 @@ class Worker:
             # Applied every round: a rebalance resets Kafka's pause state of a partition.
             self._consumer.pause(plan.paused)
             self._consumer.resume(assignment - plan.paused)
-            if plan.max_records == 0:
+            if plan.max_records == 0 or self._conversations.full:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
@@ -297,17 +319,26 @@ class Worker:
             return
         control = RequestControl(record.tp)
         if rid is not None:
-            self._running[rid] = control
+            self._running[rid] = control  # a waiting request is cancelled like a running one
+        if self._conversations.admit(record.key, (record, rid, control)):
+            self._start(record, rid, control)
+        self._metrics.conversation_waiting.set(self._conversations.waiting)
+
+    def _start(self, record: Record, rid: str | None, control: RequestControl) -> None:
         task = asyncio.create_task(self._handle(record, rid, control))
         control.task = task
         self._tasks.add(task)
         self._lanes.admit(record.tp)
         self._metrics.inflight.set(len(self._tasks))
-        task.add_done_callback(lambda done: self._done(done, record.tp))
+        task.add_done_callback(lambda done: self._done(done, record))
 
-    def _done(self, task: asyncio.Task[None], tp: TopicPartition) -> None:
+    def _done(self, task: asyncio.Task[None], record: Record) -> None:
         self._tasks.discard(task)
-        self._lanes.release(tp)
+        self._lanes.release(record.tp)
+        following = self._conversations.release(record.key)
+        if following is not None and not self._stopping.is_set():
+            self._start(*following)
+        self._metrics.conversation_waiting.set(self._conversations.waiting)
         self._metrics.inflight.set(len(self._tasks))
         self._capacity.set()
 
@@ -408,6 +439,8 @@ class Worker:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Unfinished requests of revoked partitions are handed back: aborted here without
         # a reply, redone by the new owner. What is finished is committed before they move.
+        for _, rid, _ in self._conversations.drop(lambda item: item[0].tp in revoked):
+            self._running.pop(rid or "", None)  # never started: the new owner runs it
         handed = [c for c in self._running.values() if c.tp in revoked]
         for control in handed:
             control.hand_back()

@@ -24,6 +24,7 @@ from llmbus.gateway.chat import (
     ChunkStream,
     CompletionBody,
     complete,
+    conversation_key,
     prompt_chars,
     to_request,
 )
@@ -112,7 +113,8 @@ def create_app(service: GatewayService) -> Any:
         if not isinstance(body, EmbeddingRequest):
             tokens += _check_generation(body)
         await parts.limiter.admit(who.subject, tokens, rpm=who.rpm, tpm=who.tpm)
-        chat = to_request(parts.client, body, who, deadline_s=None)
+        conversation = conversation_key(who, body, request.headers)
+        chat = to_request(parts.client, body, who, deadline_s=None, conversation_id=conversation)
         request.state.request_id = chat.request_id
         logs.bind(request_id=chat.request_id, tenant_id=who.tenant_id, model=body.model)
         with tracing.attached(request.headers):

@@ -5,9 +5,10 @@ out."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -51,8 +52,30 @@ def prompt_chars(body: Body) -> int:
     return sum(len(p) for p in body.prompts())
 
 
+CONVERSATION_HEADERS = ("x-conversation-id", "x-openwebui-chat-id")
+"""Where callers name the conversation a request is a turn of: ours, and Open WebUI's
+(sent with ENABLE_FORWARD_USER_INFO_HEADERS)."""
+
+
+def conversation_key(principal: Principal, body: Body, headers: Mapping[str, str]) -> str | None:
+    """The Kafka key for a conversation named by a header, scoped to the caller's tenant
+    and user and to OpenAI's ``user`` field: the same name from two callers is two
+    conversations. Hashed, so any name fits the key's alphabet and none is disclosed."""
+    named = next((headers[h] for h in CONVERSATION_HEADERS if headers.get(h)), None)
+    if named is None:
+        return None
+    scope = [principal.tenant_id, principal.user_id or "", getattr(body, "user", None) or ""]
+    digest = hashlib.sha256("\n".join([*scope, named]).encode()).hexdigest()
+    return f"conv-{digest[:32]}"
+
+
 def to_request(
-    client: LlmbusClient, body: Body, principal: Principal, *, deadline_s: float | None
+    client: LlmbusClient,
+    body: Body,
+    principal: Principal,
+    *,
+    deadline_s: float | None,
+    conversation_id: str | None = None,
 ) -> ChatRequest:
     core: ChatCompletionRequest | CompletionRequest | EmbeddingRequest = body
     if not isinstance(body, EmbeddingRequest):
@@ -67,6 +90,7 @@ def to_request(
         user_id=principal.user_id,
         deadline_s=deadline_s,
         metadata={"via": "gateway", "subject": principal.subject[:512]},
+        conversation_id=conversation_id,
     )
 
 
@@ -159,6 +183,7 @@ class ChunkStream:
                         self._request.request_id,
                         model=self._request.body.model,
                         reason="client disconnected",
+                        conversation_id=self._request.conversation_id,
                     )
 
 

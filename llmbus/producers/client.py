@@ -43,7 +43,7 @@ from llmbus.tracing import TRACEPARENT, outgoing_traceparent
 
 _ENVELOPE_ARGS = (
     "stream", "request_id", "priority", "deadline_s", "metadata", "tenant_id", "user_id",
-    "reply_topic",
+    "reply_topic", "conversation_id",
 )  # fmt: skip
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -88,6 +88,8 @@ class LlmbusClient:
             bootstrap, client_id=self._client_id, max_request_bytes=max_request_bytes
         )
         self._router: ReplyRouter | None = None
+        self._keys: dict[str, str] = {}
+        """Kafka keys of this client's requests awaiting their final, for ``cancel``."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LlmbusClient:
@@ -178,12 +180,14 @@ class LlmbusClient:
         tenant_id: str | None = None,
         user_id: str | None = None,
         reply_topic: str | None = None,
+        conversation_id: str | None = None,
     ) -> ChatRequest:
         """An OpenAI body in llmbus's envelope, addressed to this client's replies, or
         with ``reply_topic`` to that topic (keyed by request id, for whichever consumer
         group reads it: send it with ``submit``). ``tenant_id``/``user_id`` override the
         client's own (a gateway serving many callers sets them per request, from the
-        caller's credentials)."""
+        caller's credentials). ``conversation_id`` sends every turn of a conversation to
+        the same partition, so its worker finds the earlier turns in its prefix cache."""
         now = datetime.now(UTC)
         return _validated(
             ChatRequest,
@@ -197,6 +201,7 @@ class LlmbusClient:
                 "user_id": user_id or self._user_id,
                 "metadata": metadata or {},
                 "stream": stream,
+                "conversation_id": conversation_id,
                 "body": body,
             },
         )
@@ -251,15 +256,22 @@ class LlmbusClient:
             yield reply
 
     async def cancel(
-        self, request_id: str, *, model: str | None = None, reason: str = "cancelled by the client"
+        self,
+        request_id: str,
+        *,
+        model: str | None = None,
+        reason: str = "cancelled by the client",
+        conversation_id: str | None = None,
     ) -> None:
         """Ask the worker holding ``request_id`` to stop it; its awaiting call then raises
         RemoteError with code ``cancelled``. Queued requests are skipped, running ones
-        aborted in vLLM; a request that already finished is unaffected."""
+        aborted in vLLM; a request that already finished is unaffected. A request of a
+        conversation sent by another client needs its ``conversation_id`` (the key)."""
         value, headers = encode(CancelRequest(request_id=request_id, reason=reason))
         topic = requests_topic(self._prefix, model or self._default_model)
         # Same key as the request: same partition, so the cancel arrives after it.
-        await self._publish(topic, value, headers, request_id)
+        key = conversation_id or self._keys.get(request_id, request_id)
+        await self._publish(topic, value, headers, key)
 
     async def submit(self, request: ChatRequest) -> None:
         """Publish a prepared request and return once Kafka acknowledged it, without
@@ -268,7 +280,7 @@ class LlmbusClient:
         value, headers = encode(request)
         headers = [*headers, (TRACEPARENT, outgoing_traceparent().encode())]
         topic = requests_topic(self._prefix, request.body.model)
-        await self._publish(topic, value, headers, request.request_id)
+        await self._publish(topic, value, headers, request.kafka_key)
 
     async def send(self, request: ChatRequest) -> AsyncGenerator[StreamDelta | ChatResult, None]:
         """Send a prepared request (its reply_to must be this client's)."""
@@ -282,6 +294,7 @@ class LlmbusClient:
             raise NotStartedError("LlmbusClient used before start()")
         rid = request.request_id
         queue = self._router.subscribe(rid)
+        self._keys[rid] = request.kafka_key
         try:
             await self.submit(request)
             timeout = self._timeout_s
@@ -304,19 +317,21 @@ class LlmbusClient:
                     return
         finally:
             self._router.unsubscribe(rid, queue)
+            self._keys.pop(rid, None)
 
     async def _publish(
-        self, topic: str, value: bytes, headers: list[tuple[str, bytes]], rid: str
+        self, topic: str, value: bytes, headers: list[tuple[str, bytes]], key: str
     ) -> None:
         """Raises BrokerUnavailableError when Kafka does not acknowledge in time. The record
         may still be delivered later; retrying with the same request id is safe (workers
         answer an id once)."""
         try:
             async with asyncio.timeout(self._publish_timeout_s):
-                await self._producer.send(topic, value, headers, key=rid.encode())
+                await self._producer.send(topic, value, headers, key=key.encode())
         except TimeoutError:
             raise BrokerUnavailableError(
-                f"Kafka did not acknowledge request {rid} within {self._publish_timeout_s:.0f} s"
+                f"Kafka did not acknowledge a record keyed {key} within "
+                f"{self._publish_timeout_s:.0f} s"
             ) from None
 
     @staticmethod

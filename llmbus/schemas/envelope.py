@@ -45,12 +45,12 @@ class ReplyTo(BaseModel):
     partition: int | None = Field(default=None, ge=0)
 
 
-WireVersion = Literal[1, 2, 3, 4]
+WireVersion = Literal[1, 2, 3, 4, 5]
 """1: plain-text chat. 2: the whole OpenAI surface (content parts, tools, structured
 outputs, ``n``, logprobs, legacy completions). 3: embeddings. 4: a reply topic without a
-partition. A request is sent in the lowest version that carries it, so workers of an older
-version keep serving it during a rolling upgrade (and refuse a newer one by its version,
-not as a malformed body)."""
+partition. 5: a conversation key. A request is sent in the lowest version that carries
+it, so workers of an older version keep serving it during a rolling upgrade (and refuse a
+newer one by its version, not as a malformed body)."""
 
 _V1_BODY_FIELDS = frozenset(
     {"model", "messages", "temperature", "top_p", "max_tokens", "stop", "seed"}
@@ -67,9 +67,13 @@ def _body_kind(value: Any) -> str:
 Body = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 
-def lowest_version(body: Body, reply_to: ReplyTo | None = None) -> WireVersion:
-    """The oldest wire version that carries ``body`` (and ``reply_to``) without losing
-    anything."""
+def lowest_version(
+    body: Body, reply_to: ReplyTo | None = None, conversation_id: str | None = None
+) -> WireVersion:
+    """The oldest wire version that carries ``body`` (and ``reply_to``, and
+    ``conversation_id``) without losing anything."""
+    if conversation_id is not None:
+        return 5
     if reply_to is not None and reply_to.partition is None:
         return 4
     if isinstance(body, EmbeddingRequest):
@@ -116,6 +120,10 @@ class ChatRequest(BaseModel):
     """The batch job or replay run this request belongs to."""
     replay_of: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
     """For a replayed conversation: the request id of the logged original."""
+    conversation_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    """The conversation this request is a turn of. It is the record's Kafka key, so every
+    turn lands on the same partition, and so on the worker whose engine has the
+    conversation's earlier turns in its prefix cache."""
     metadata: dict[str, str] = Field(default_factory=dict)
     stream: bool = False
     body: RequestBody
@@ -126,7 +134,9 @@ class ChatRequest(BaseModel):
         # Producers built with this module leave the version out: the lowest that fits.
         if isinstance(data, dict) and "schema_version" not in data and "body" in data:
             body, reply_to = data["body"], data.get("reply_to")
-            if isinstance(reply_to, ReplyTo | dict) and _partition_of(reply_to) is None:
+            if data.get("conversation_id") is not None:
+                data = {**data, "schema_version": 5}
+            elif isinstance(reply_to, ReplyTo | dict) and _partition_of(reply_to) is None:
                 # Only version 4 carries a partition-less reply address: a JSON producer
                 # need not say so.
                 data = {**data, "schema_version": 4}
@@ -138,7 +148,7 @@ class ChatRequest(BaseModel):
 
     @model_validator(mode="after")
     def _version_fits_body(self) -> ChatRequest:
-        needed = lowest_version(self.body, self.reply_to)
+        needed = lowest_version(self.body, self.reply_to, self.conversation_id)
         if self.schema_version < needed:
             raise ValueError(f"this request needs schema_version {needed}")
         if self.stream and self.is_embedding:
@@ -152,6 +162,12 @@ class ChatRequest(BaseModel):
     @property
     def is_embedding(self) -> bool:
         return isinstance(self.body, EmbeddingRequest)
+
+    @property
+    def kafka_key(self) -> str:
+        """The record key: the conversation's, else the request's own id. A cancel must
+        carry the same key to land behind its request."""
+        return self.conversation_id or self.request_id
 
     @property
     def completion_id(self) -> str:

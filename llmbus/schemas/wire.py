@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from llmbus.schemas.envelope import CancelRequest, ChatRequest, ChatResult, ErrorReply, StreamDelta
 
 CONTENT_TYPE = "application/json"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The newest wire version this build speaks; it reads every version up to it."""
 
 H_CONTENT_TYPE = "content-type"

@@ -128,7 +128,7 @@ def test_bad_records_raise_clear_errors(
 
 def test_unknown_version_has_its_own_code() -> None:
     with pytest.raises(WireDecodeError) as info:
-        decode(b"{}", [("llmbus-schema-version", b"5")])
+        decode(b"{}", [("llmbus-schema-version", b"6")])
     assert info.value.code == "unsupported_schema_version"
 
 
@@ -246,3 +246,15 @@ def test_a_reply_topic_without_partition_travels_as_version_4() -> None:
 def test_a_reply_topic_must_be_a_kafka_name(topic: str) -> None:
     with pytest.raises(ValidationError):
         ReplyTo(topic=topic)
+
+
+def test_a_conversation_key_travels_as_version_5_and_keys_the_record() -> None:
+    request = make_request(conversation_id="conv-7")
+    assert request.schema_version == 5 and request.kafka_key == "conv-7"
+    assert make_request().kafka_key == "r-1"
+    data = json.loads(request.model_dump_json(exclude={"schema_version"}))
+    assert ChatRequest.model_validate(data).schema_version == 5
+    with pytest.raises(ValidationError, match="needs schema_version 5"):
+        ChatRequest.model_validate({**data, "schema_version": 4})
+    with pytest.raises(ValidationError):
+        make_request(conversation_id="no spaces please")
