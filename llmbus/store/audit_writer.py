@@ -28,7 +28,12 @@ def request_row(req: ChatRequest, topic: str, partition: int, offset: int) -> di
         "user_id": req.user_id,
         "batch_id": req.batch_id,
         "replay_of": req.replay_of,
-        "metadata": req.metadata,
+        # The conversation a turn belongs to, for analysts (no column of its own).
+        "metadata": (
+            {**req.metadata, "conversation_id": req.conversation_id}
+            if req.conversation_id
+            else req.metadata
+        ),
         "stream": str(req.stream).lower(),
         "kafka_topic": topic,
         "kafka_partition": partition,
