@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     """vLLM's batch size; the worker keeps this many requests in flight to fill it."""
     max_model_len: int = 2048
     """Context window given to vLLM; prompts longer than this get context_length_exceeded."""
+    max_num_batched_tokens: int | None = None
+    """Prompt tokens vLLM computes per engine step (chunked prefill). None: vLLM's default
+    (2048 on a CPU). Smaller steps let a short prompt's first token in sooner behind a long
+    one (a warm conversation turn behind a cold one), at some cost in prefill throughput;
+    the figures are in docs/benchmarks.md (affinity)."""
     max_request_bytes: int = 1_000_000
     """Kafka messages above this are refused before decoding (protects worker memory)."""
     commit_interval_s: float = 0.5

@@ -52,8 +52,10 @@ class VllmEngine:
         cache_dir: Path | None = None,
         step_costs: StepCostModel | None = None,
         export_metrics: bool = True,
+        max_num_batched_tokens: int | None = None,
     ) -> None:
         self.model_path = model_path
+        self._max_num_batched_tokens = max_num_batched_tokens
         self.served_model = served_model
         self._max_num_seqs = max_num_seqs
         self._max_model_len = max_model_len
@@ -94,6 +96,7 @@ class VllmEngine:
             cache_dir=settings.cache_dir,
             step_costs=step_costs,
             export_metrics=export_metrics,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
         )
 
     @property
@@ -134,6 +137,7 @@ class VllmEngine:
             runner=self._runner,
             max_num_seqs=self._max_num_seqs,
             max_model_len=self._max_model_len,
+            max_num_batched_tokens=self._max_num_batched_tokens,
             dtype=self._resolve_dtype(),
             # Stats on: vLLM then exports its engine metrics (vllm:*) to prometheus_client's
             # global registry, which the worker's metrics endpoint forwards.
