@@ -79,12 +79,12 @@ class BatchNoticeStore:
         return await mapped(op)
 
     async def unpublished(self, limit: int) -> list[tuple[BatchEvent, datetime]]:
-        """Recorded but not yet known to be on the events topic, oldest first."""
+        """Recorded but not yet known to be on the events topic, in recording order."""
         n = batch_notices.c
         query = (
             select(n.payload, n.created_at)
             .where(n.published_at.is_(None))
-            .order_by(n.created_at, n.event_id)
+            .order_by(n.seq)
             .limit(limit)
         )
 

@@ -164,6 +164,7 @@ batch_notices = Table(
     "batch_notices",
     metadata,
     Column("event_id", String(32), primary_key=True),
+    Column("seq", BigInteger, Identity(), nullable=False),
     Column("batch_id", String(128), nullable=False),
     Column("type", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),

@@ -133,7 +133,7 @@ class WebhookStore:
                 d.attempts < max_attempts,
                 e.disabled_at.is_(None),
             )
-            .order_by(d.next_attempt_at)
+            .order_by(d.next_attempt_at, n.seq)  # a batch's events in the order they happened
             .limit(limit)
         )
 

@@ -32,6 +32,8 @@ def upgrade() -> None:
     op.create_table(
         "batch_notices",
         sa.Column("event_id", sa.String(32), primary_key=True),
+        # Recording order: a batch's events recorded in one transaction share a timestamp.
+        sa.Column("seq", sa.BigInteger, sa.Identity(), nullable=False),
         sa.Column("batch_id", sa.String(128), nullable=False),
         sa.Column("type", sa.String(32), nullable=False),
         sa.Column("created_at", TZ, nullable=False),
@@ -43,7 +45,7 @@ def upgrade() -> None:
     op.create_index(
         "batch_notices_unpublished",
         "batch_notices",
-        ["created_at"],
+        ["seq"],
         schema=SCHEMA,
         postgresql_where=sa.text("published_at IS NULL"),
     )
