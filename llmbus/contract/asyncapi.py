@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
+from llmbus.consumers.dead_letters import H_CODE, H_REASON, H_SOURCE
 from llmbus.schemas import (
     SCHEMA_VERSION,
     BatchCancellation,
@@ -164,12 +165,12 @@ def _headers(message: Message) -> dict[str, Any]:
             "type": "object",
             "description": "The original record's headers, and:",
             "properties": {
-                "llmbus-dlq-code": {
+                H_CODE: {
                     "type": "string",
                     "description": "e.g. invalid_request, reply_topic_refused, payload_too_large",
                 },
-                "llmbus-dlq-reason": {"type": "string"},
-                "llmbus-dlq-source": {"type": "string", "description": "topic:partition:offset"},
+                H_REASON: {"type": "string"},
+                H_SOURCE: {"type": "string", "description": "topic:partition:offset"},
             },
         }
     if message.model is BatchEvent:

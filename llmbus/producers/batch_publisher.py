@@ -14,6 +14,7 @@ from llmbus.schemas import (
     ReplyTo,
     encode,
 )
+from llmbus.schemas.wire import CONTENT_TYPE, H_CONTENT_TYPE, H_KIND
 from llmbus.settings import batch_topic
 from llmbus.tracing import TRACEPARENT, outgoing_traceparent
 
@@ -70,6 +71,6 @@ class BatchPublisher:
         await self._producer.send(
             self._control_topic,
             body,
-            [("content-type", b"application/json"), ("llmbus-kind", b"batch-cancellation")],
+            [(H_CONTENT_TYPE, CONTENT_TYPE.encode()), (H_KIND, b"batch-cancellation")],
             key=batch_id.encode(),
         )

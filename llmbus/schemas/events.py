@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmbus.schemas.wire import CONTENT_TYPE, H_CONTENT_TYPE, H_KIND
+
 H_EVENT_ID = "llmbus-event-id"
 H_EVENT_TYPE = "llmbus-event-type"
 EVENT_KIND = "batch-event"
@@ -86,8 +88,8 @@ def event_id(batch_id: str, event_type: BatchEventType) -> str:
 
 def encode_event(event: BatchEvent) -> tuple[bytes, list[tuple[str, bytes]]]:
     headers = [
-        ("content-type", b"application/json"),
-        ("llmbus-kind", EVENT_KIND.encode()),
+        (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
+        (H_KIND, EVENT_KIND.encode()),
         (H_EVENT_ID, event.id.encode()),
         (H_EVENT_TYPE, event.type.value.encode()),
     ]

@@ -228,6 +228,7 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
     done = row["completed"] + failed + row["cancelled"] + late
     finished = row["last_finished"] if done >= row["total"] else None
     expires_at = datetime.fromisoformat(params["expires_at"]) if "expires_at" in params else None
+    past_window = expires_at is not None and datetime.now(UTC) >= expires_at
     expired = 0
     if "cancel_requested" in events:
         # A cancel that came too late to stop any request leaves a batch that simply
@@ -237,11 +238,11 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
         state, finished = "failed", events["publish_failed"]
     elif "published" not in events:
         state = "publishing"
-        if expires_at is not None and datetime.now(UTC) >= expires_at:
+        if past_window:
             # Its submitter died mid-publish and nobody cancelled it: past its window it
             # will never complete (OpenAI's batch that failed validation).
             state, finished = "failed", expires_at
-    elif expires_at is not None and datetime.now(UTC) >= expires_at and (late or not finished):
+    elif past_window and (late or not finished):
         # OpenAI's expired batch: what finished in the window is its output, the rest are
         # batch_expired errors (requests still queued are refused by their deadline).
         state, finished, expired = "expired", expires_at, row["total"] - done + late
