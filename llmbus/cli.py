@@ -19,6 +19,7 @@ from llmbus import logs
 from llmbus.consumers.batch_throttle import StepCostModel
 from llmbus.errors import EngineDeadError, LlmbusError, RemoteError
 from llmbus.settings import Settings, default_state_dir
+from llmbus.store.redaction import Redactor
 
 
 def load_settings() -> Settings:
@@ -170,6 +171,7 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
     from llmbus.consumers.auditor import Auditor, AuditorConfig
     from llmbus.metrics import AuditMetrics
+    from llmbus.store.audit_rows import RowPolicy
     from llmbus.store.audit_writer import AuditWriter
 
     if settings.database_url is None:
@@ -184,7 +186,12 @@ async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
             batch_size=settings.audit_batch_size,
             flush_interval_s=settings.audit_flush_interval_s,
             max_request_bytes=settings.max_request_bytes,
-            store_vectors=settings.audit_store_vectors,
+            policy=RowPolicy(
+                redactor=_redactor(settings),
+                content_retention_days=settings.audit_content_retention_days,
+                store_vectors=settings.audit_store_vectors,
+            ),
+            partitions_ahead_days=settings.audit_partitions_ahead_days,
         ),
         AuditWriter(settings.database_url.get_secret_value()),
         AuditMetrics(_registry(settings)),
@@ -334,17 +341,29 @@ def build_parser() -> argparse.ArgumentParser:
     ksub.add_parser("list").add_argument("--all", action="store_true", help="revoked too")
     ksub.add_parser("revoke").add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
-    from llmbus.jobs import commands, notifier_commands
+    from llmbus.jobs import audit_commands, commands, notifier_commands
 
     commands.add_parsers(sub)
     notifier_commands.add_parsers(sub)
+    audit_commands.add_parsers(sub)
     return parser
+
+
+def _redactor(settings: Settings) -> Redactor | None:
+    return Redactor(settings.redact_patterns) if settings.redact else None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     logs.configure(settings.log_level)
+    try:
+        redactor = _redactor(settings)
+    except ValueError as exc:
+        print(f"llmbus: LLMBUS_REDACT_PATTERNS: {exc}", file=sys.stderr)
+        return 2
+    if redactor is not None:
+        logs.install_redaction(redactor.redact)
     try:
         code: int = asyncio.run(args.func(settings, args))
     except LlmbusError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -67,3 +68,21 @@ def configure(level: str) -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     # Alembic narrates every plugin it loads; migrations that run are logged at WARNING+.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def install_redaction(redact: Callable[[str], str]) -> None:
+    """Pass every log record's message (and its traceback) through ``redact`` when it is
+    created, before any handler sees it: with redaction on, prompts and answers quoted in
+    an error reach no log line, whatever the handler or its format."""
+    previous = logging.getLogRecordFactory()
+    plain = logging.Formatter()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = redact(plain.formatException(record.exc_info))
+        return record
+
+    factory.llmbus_fields = getattr(previous, "llmbus_fields", False)  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -95,6 +95,13 @@ class AuditMetrics:
         self.retries = Counter(
             "llmbus_audit_retries_total", "Writes retried (database away)", registry=registry
         )
+        self.tokens = Counter(
+            "llmbus_audit_tokens_total",
+            'Tokens of the finals stored, by tenant ("" for none), model and kind '
+            "(prompt or completion)",
+            ["tenant", "model", "kind"],
+            registry=registry,
+        )
         self.backlog = Gauge(
             "llmbus_audit_backlog_records",
             "Records on Kafka not yet read by the auditor, per partition",

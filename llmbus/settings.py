@@ -146,6 +146,23 @@ class Settings(BaseSettings):
     """Keep interactive requests' embedding vectors in the audit trail (a vector is
     larger than its text and rarely read again; each is recorded by its length). A batch
     job's vectors are always kept: its output file is made from them."""
+    audit_retention_days: int | None = Field(default=None, ge=1)
+    """Whole days of audit trail kept (requests, results, gateway calls); older daily
+    partitions are dropped whole by ``llmbus audit maintain``. None keeps everything.
+    The daily usage aggregates are kept regardless."""
+    audit_content_retention_days: int | None = Field(default=None, ge=1)
+    """Days after which prompts and outputs are removed from the trail while metadata,
+    timings and token counts stay. None keeps them for the full retention."""
+    audit_partitions_ahead_days: int = Field(default=7, ge=1, le=60)
+    """Daily partitions made ahead of time: a week lets the maintenance job stop for days
+    without the auditor ever creating a partition on its hot path."""
+    redact: bool = False
+    """Replace e-mail addresses, phone numbers, payment cards, IBANs and IP addresses (and
+    ``redact_patterns``) by typed placeholders before the audit trail stores a request or
+    an answer, and in every log line. The model still sees the original."""
+    redact_patterns: dict[str, str] = Field(default_factory=dict)
+    """Extra detectors, placeholder name to regular expression, e.g.
+    ``{"EMPLOYEE_ID": "E[0-9]{6}"}`` gives ``[EMPLOYEE_ID]``."""
 
     notifier_poll_s: float = 1.0
     """How often ``llmbus notifier`` looks for batch status changes and due webhooks: an

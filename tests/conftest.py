@@ -33,6 +33,7 @@ from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import DEFAULT_EMBEDDING_MODEL
 from llmbus.stack.processes import free_port
+from llmbus.store.audit_rows import RowPolicy
 from llmbus.store.audit_writer import AuditWriter
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -211,7 +212,9 @@ class Bus:
         self.tasks.append((worker, asyncio.create_task(worker.run())))
         return worker
 
-    async def start_auditor(self, *, store_vectors: bool = False) -> Auditor:
+    async def start_auditor(
+        self, *, store_vectors: bool = False, policy: RowPolicy | None = None
+    ) -> Auditor:
         s = self.settings
         auditor = Auditor(
             AuditorConfig(
@@ -222,7 +225,7 @@ class Bus:
                 batch_size=500,
                 flush_interval_s=0.2,
                 max_request_bytes=s.max_request_bytes,
-                store_vectors=store_vectors,
+                policy=policy or RowPolicy(store_vectors=store_vectors),
             ),
             AuditWriter(self.stack.postgres.url("llmbus_writer")),
             AuditMetrics(CollectorRegistry()),

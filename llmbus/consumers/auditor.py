@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmbus.background import cancel_and_wait
@@ -18,7 +19,8 @@ from llmbus.errors import BrokerUnavailableError, DatabaseUnavailableError
 from llmbus.metrics import AuditMetrics
 from llmbus.schemas import ChatRequest, ChatResult, ErrorReply, Kind, WireDecodeError, decode
 from llmbus.schemas.wire import H_KIND, header
-from llmbus.store.audit_writer import AuditWriter, request_row, result_row
+from llmbus.store.audit_rows import RowPolicy, request_row, result_row
+from llmbus.store.audit_writer import AuditWriter, Stored
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,9 @@ class AuditorConfig:
     batch_size: int
     flush_interval_s: float
     max_request_bytes: int
-    store_vectors: bool = False
-    """Keep embedding vectors of interactive requests (a batch's are always kept: its
-    output file is made from them)."""
+    policy: RowPolicy = field(default_factory=RowPolicy)
+    """Redaction, content retention, and whether interactive embedding vectors are kept."""
+    partitions_ahead_days: int = 7
 
 
 class Auditor:
@@ -70,7 +72,10 @@ class Auditor:
         try:
             await self._consumer.start()
             lag = asyncio.create_task(report_lag(self._consumer, self._metrics.backlog))
+            ahead_at = 0.0
             while not self._stopping.is_set():
+                if time.monotonic() >= ahead_at:
+                    ahead_at = time.monotonic() + await self._make_partitions_ahead()
                 try:
                     records = await self._consumer.getmany(
                         timeout_ms=int(self._config.flush_interval_s * 1000),
@@ -88,6 +93,17 @@ class Auditor:
             await self._consumer.stop()
             await self._writer.stop()
 
+    async def _make_partitions_ahead(self) -> float:
+        """Seconds until the next call: hourly, so a day's partitions exist well before the
+        day begins; a minute while the database is away (the write path makes a missing
+        day's partition itself, so this is never in the way of storing)."""
+        try:
+            await self._writer.ensure_ahead(self._config.partitions_ahead_days)
+        except DatabaseUnavailableError as exc:
+            log.warning("partitions not made ahead yet: %s", exc)
+            return 60.0
+        return 3600.0
+
     def _rows(self, records: list[Record]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         req_rows: list[dict[str, Any]] = []
         res_rows: list[dict[str, Any]] = []
@@ -101,9 +117,13 @@ class Auditor:
                 self._metrics.skipped.inc()
                 continue
             if isinstance(message, ChatRequest):
-                req_rows.append(request_row(message, record.topic, record.partition, record.offset))
+                req_rows.append(
+                    request_row(
+                        message, record.topic, record.partition, record.offset, self._config.policy
+                    )
+                )
             elif isinstance(message, (ChatResult, ErrorReply)):
-                res_rows.append(result_row(message, store_vectors=self._config.store_vectors))
+                res_rows.append(result_row(message, self._config.policy))
         return req_rows, res_rows
 
     async def _store(self, records: list[Record]) -> None:
@@ -114,15 +134,21 @@ class Auditor:
         while True:
             try:
                 with self._metrics.write_seconds.time():
-                    await self._writer.write(req_rows, res_rows)
+                    stored = await self._writer.write(req_rows, res_rows)
                 break
             except DatabaseUnavailableError as exc:
                 self._metrics.retries.inc()
                 log.warning("audit write failed (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
-        self._metrics.rows.labels("requests").inc(len(req_rows))
-        self._metrics.rows.labels("results").inc(len(res_rows))
+        self._count(stored)
+
+    def _count(self, stored: Stored) -> None:
+        self._metrics.rows.labels("requests").inc(stored.requests)
+        self._metrics.rows.labels("results").inc(stored.results)
+        for (tenant, model, kind), n in stored.tokens.items():
+            if n:
+                self._metrics.tokens.labels(tenant, model, kind).inc(n)
 
     async def _commit(self, records: list[Record]) -> None:
         offsets: dict[TopicPartition, int] = {}

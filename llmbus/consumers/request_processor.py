@@ -39,6 +39,7 @@ from llmbus.schemas import (
     ErrorReply,
     Priority,
     ReplyTo,
+    RequestFacts,
     Timings,
     Usage,
     WireDecodeError,
@@ -163,13 +164,15 @@ class RequestProcessor:
             except (EngineDeadError, HandedBackError):
                 raise
             except InvalidRequestError as exc:
-                await self._poison(record, exc.code.value, str(exc), request.reply_to, rid)
+                await self._poison(
+                    record, exc.code.value, str(exc), request.reply_to, rid, request.facts()
+                )
                 return
             except LlmbusError as exc:
                 outcome = "cancelled" if exc.code.value == "cancelled" else "error"
                 self._metrics.failed.labels(self._config.served_model, exc.code.value).inc()
                 log.info("request failed: %s", exc, extra={"request_id": rid})
-                value, headers = self._error_final(rid, exc.code.value, str(exc))
+                value, headers = self._error_final(rid, exc.code.value, str(exc), request.facts())
             headers = [*headers, *trace]
         # Counted when the final is made, like ``completed``: counted after the send, a
         # requester could see its answer before the counter moved.
@@ -181,13 +184,19 @@ class RequestProcessor:
         await self._send(request.reply_to, rid, value, headers)
 
     async def _poison(
-        self, record: Record, code: str, reason: str, reply_to: ReplyTo | None, rid: str | None
+        self,
+        record: Record,
+        code: str,
+        reason: str,
+        reply_to: ReplyTo | None,
+        rid: str | None,
+        facts: RequestFacts | None = None,
     ) -> None:
         self._metrics.failed.labels(self._config.served_model, code).inc()
         self._metrics.dead_letters.inc()
         await self._dead_letters.publish(record, code, reason)
         if reply_to is not None and rid is not None:
-            await self._reply_error(reply_to, rid, code, reason)
+            await self._send(reply_to, rid, *self._error_final(rid, code, reason, facts))
 
     async def _answer(
         self,
@@ -234,6 +243,7 @@ class RequestProcessor:
             timings=Timings(queue_ms=queue_ms, ttft_ms=answer.ttft_ms, total_ms=total_ms),
             worker_id=cfg.worker_id,
             batch_id=request.batch_id,
+            request=request.facts(),
         )
         value, headers = encode(result)
         if len(value) > cfg.max_request_bytes:
@@ -319,14 +329,17 @@ class RequestProcessor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _error_final(self, rid: str, code: str, message: str) -> tuple[bytes, Headers]:
+    def _error_final(
+        self, rid: str, code: str, message: str, facts: RequestFacts | None
+    ) -> tuple[bytes, Headers]:
         error = ErrorReply(
-            request_id=rid, code=code, message=message, worker_id=self._config.worker_id
+            request_id=rid,
+            code=code,
+            message=message,
+            worker_id=self._config.worker_id,
+            request=facts,
         )
         return encode(error)
-
-    async def _reply_error(self, reply_to: ReplyTo, rid: str, code: str, message: str) -> None:
-        await self._send(reply_to, rid, *self._error_final(rid, code, message))
 
 
 def _salvage_reply_address(value: bytes | None) -> tuple[ReplyTo | None, str | None]:

@@ -20,6 +20,7 @@ from llmbus.schemas.envelope import (
     ErrorReply,
     Priority,
     ReplyTo,
+    RequestFacts,
     StreamDelta,
     Timings,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Kind",
     "Priority",
     "ReplyTo",
+    "RequestFacts",
     "StreamDelta",
     "TextCompletion",
     "Timings",

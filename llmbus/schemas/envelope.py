@@ -163,6 +163,15 @@ class ChatRequest(BaseModel):
     def is_embedding(self) -> bool:
         return isinstance(self.body, EmbeddingRequest)
 
+    def facts(self) -> RequestFacts:
+        return RequestFacts(
+            created_at=self.created_at,
+            model=self.body.model,
+            lane="batch" if self.batch_id is not None else "interactive",
+            tenant_id=self.tenant_id,
+            user_id=self.user_id,
+        )
+
     @property
     def kafka_key(self) -> str:
         """The record key: the conversation's, else the request's own id. A cancel must
@@ -221,6 +230,20 @@ class Timings(BaseModel):
     """From created_at to the final result being produced."""
 
 
+class RequestFacts(BaseModel):
+    """What a final says of its request, so the audit trail can file and count the final
+    without the request's row: the request's creation time (the audit tables are
+    partitioned by it) and the keys of the daily usage aggregates."""
+
+    model_config = ConfigDict(frozen=True)
+
+    created_at: AwareDatetime
+    model: str = Field(max_length=256)
+    lane: Literal["interactive", "batch"]
+    tenant_id: str | None = Field(default=None, max_length=128)
+    user_id: str | None = Field(default=None, max_length=128)
+
+
 class ChatResult(BaseModel):
     """The successful final: an OpenAI ``chat.completion`` (or ``text_completion``, or
     embeddings ``list``) plus llmbus's timings."""
@@ -238,6 +261,8 @@ class ChatResult(BaseModel):
     batch_id: str | None = None
     """The request's batch job or replay run: lets the auditor keep what the batch's
     output file is made of (embedding vectors) without waiting for the request's row."""
+    request: RequestFacts | None = None
+    """Absent from finals of older workers."""
 
     def text(self, index: int = 0) -> str:
         """The text of one choice (a chat answer's content, or a completion's text)."""
@@ -260,6 +285,8 @@ class ErrorReply(BaseModel):
     message: str
     worker_id: str | None = None
     finished_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    request: RequestFacts | None = None
+    """Absent for a request too malformed to read, and from finals of older workers."""
 
 
 class BatchCancellation(BaseModel):

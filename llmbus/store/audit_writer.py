@@ -1,107 +1,80 @@
-"""``AuditWriter``: bulk, idempotent inserts of requests and finals into the audit trail."""
+"""``AuditWriter``: bulk, idempotent inserts of requests and finals into the audit trail,
+with the daily usage aggregates counted in the same transaction."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from llmbus.schemas import ChatRequest, ChatResult, Choice, EmbeddingList, ErrorReply
+from llmbus.store.audit_partitions import PartitionCalendar, day_of, today
+from llmbus.store.bulk_insert import JSONB, BulkInsert
 from llmbus.store.database import Database, mapped
-from llmbus.store.tables import requests, results
+
+REQUESTS = BulkInsert(
+    "llmbus.requests",
+    [
+        ("request_id", "varchar"), ("created_at", "timestamptz"), ("logged_at", "timestamptz"),
+        ("model", "varchar"), ("messages", JSONB), ("params", JSONB), ("priority", "varchar"),
+        ("deadline", "timestamptz"), ("tenant_id", "varchar"), ("user_id", "varchar"),
+        ("batch_id", "varchar"), ("replay_of", "varchar"), ("metadata", JSONB),
+        ("stream", "varchar"), ("kafka_topic", "varchar"), ("kafka_partition", "integer"),
+        ("kafka_offset", "bigint"),
+    ],
+    conflict=("request_id", "created_at"),
+)  # fmt: skip
+RESULTS = BulkInsert(
+    "llmbus.results",
+    [
+        ("request_id", "varchar"), ("created_at", "timestamptz"), ("status", "varchar"),
+        ("finished_at", "timestamptz"), ("logged_at", "timestamptz"), ("model", "varchar"),
+        ("output", "text"), ("finish_reason", "varchar"), ("prompt_tokens", "integer"),
+        ("completion_tokens", "integer"), ("queue_ms", "float8"), ("ttft_ms", "float8"),
+        ("total_ms", "float8"), ("worker_id", "varchar"), ("error_code", "varchar"),
+        ("error_message", "text"), ("completion", JSONB),
+    ],
+    conflict=("request_id", "created_at"),
+    returning=("request_id",),
+)  # fmt: skip
+USAGE = text(
+    "INSERT INTO llmbus.usage_daily SELECT * FROM unnest(CAST(:day AS date[]), "
+    "CAST(:tenant AS varchar[]), CAST(:user AS varchar[]), CAST(:model AS varchar[]), "
+    "CAST(:lane AS varchar[]), CAST(:requests AS bigint[]), CAST(:errors AS bigint[]), "
+    "CAST(:prompt AS bigint[]), CAST(:completion AS bigint[])) "
+    "ON CONFLICT (day, tenant_id, user_id, model, lane) DO UPDATE SET "
+    "requests = usage_daily.requests + excluded.requests, "
+    "errors = usage_daily.errors + excluded.errors, "
+    "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
+    "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens"
+)
+_NO_PARTITION = "23514"
+"""SQLSTATE of a row for which no partition exists (check_violation)."""
 
 
-def request_row(req: ChatRequest, topic: str, partition: int, offset: int) -> dict[str, Any]:
-    body = req.body
-    return {
-        "request_id": req.request_id,
-        "created_at": req.created_at,
-        "logged_at": datetime.now(UTC),
-        "model": body.model,
-        # Legacy completions keep their prompt in params ("prompt") and no messages.
-        "messages": [m.model_dump(exclude_none=True) for m in getattr(body, "messages", ())],
-        "params": body.model_dump(mode="json", exclude={"messages", "model"}, exclude_none=True),
-        "priority": req.priority.value,
-        "deadline": req.deadline,
-        "tenant_id": req.tenant_id,
-        "user_id": req.user_id,
-        "batch_id": req.batch_id,
-        "replay_of": req.replay_of,
-        # The conversation a turn belongs to, for analysts (no column of its own).
-        "metadata": (
-            {**req.metadata, "conversation_id": req.conversation_id}
-            if req.conversation_id
-            else req.metadata
-        ),
-        "stream": str(req.stream).lower(),
-        "kafka_topic": topic,
-        "kafka_partition": partition,
-        "kafka_offset": offset,
-    }
+@dataclass(frozen=True)
+class Stored:
+    """What one write added: rows inserted (a redelivered row is not), and the tokens of
+    the inserted finals by (tenant, model, kind), for the tokens-by-tenant metric."""
 
-
-def result_row(final: ChatResult | ErrorReply, *, store_vectors: bool = False) -> dict[str, Any]:
-    """The final's row. Embedding vectors are kept only with ``store_vectors`` or for a
-    batch's request (its output file is made from them); otherwise each is replaced by
-    its length, and inputs, model, dimensions and usage stay."""
-    now = datetime.now(UTC)
-    if isinstance(final, ErrorReply):
-        return {
-            "request_id": final.request_id,
-            "status": "error",
-            "finished_at": final.finished_at,
-            "logged_at": now,
-            "model": None,
-            "output": None,
-            "finish_reason": None,
-            "prompt_tokens": None,
-            "completion_tokens": None,
-            "queue_ms": None,
-            "ttft_ms": None,
-            "total_ms": None,
-            "worker_id": final.worker_id,
-            "error_code": final.code,
-            "error_message": final.message,
-            "completion": None,
-        }
-    c = final.completion
-    if isinstance(c, EmbeddingList):
-        keep = store_vectors or final.batch_id is not None
-        output, finish_reason = None, None
-        completion = c.model_dump(mode="json") if keep else c.without_vectors()
-    else:
-        choice = c.choices[0]
-        output = choice.message.content if isinstance(choice, Choice) else choice.text
-        finish_reason = choice.finish_reason
-        completion = c.model_dump(mode="json")
-    return {
-        "request_id": final.request_id,
-        "status": "ok",
-        "finished_at": final.finished_at,
-        "logged_at": now,
-        "model": c.model,
-        "output": output,
-        "finish_reason": finish_reason,
-        "prompt_tokens": c.usage.prompt_tokens,
-        "completion_tokens": c.usage.completion_tokens,
-        "queue_ms": final.timings.queue_ms,
-        "ttft_ms": final.timings.ttft_ms,
-        "total_ms": final.timings.total_ms,
-        "worker_id": final.worker_id,
-        "error_code": None,
-        "error_message": None,
-        "completion": completion,
-    }
+    requests: int
+    results: int
+    tokens: Counter[tuple[str, str, str]]
 
 
 class AuditWriter:
-    """Writes one batch per transaction. ``ON CONFLICT DO NOTHING`` on the request id makes
-    a redelivered batch harmless: the trail keeps exactly one row per request and per final
-    (the first final wins)."""
+    """Writes one batch per transaction. ``ON CONFLICT DO NOTHING`` on (request id,
+    created at) makes a redelivered batch harmless: the trail keeps exactly one row per
+    request and per final (the first final wins), and only finals actually inserted are
+    counted in ``usage_daily``."""
 
     def __init__(self, url: str) -> None:
         self._db = Database(url, pool_size=2)
+        self._calendar = PartitionCalendar()
 
     async def start(self) -> None:
         await self._db.start()
@@ -109,29 +82,115 @@ class AuditWriter:
     async def stop(self) -> None:
         await self._db.stop()
 
+    async def ensure_ahead(self, days: int) -> None:
+        """Make today's partitions and those of the next ``days - 1`` days."""
+        await mapped(lambda: self._calendar.ensure(self._db.engine, [today()], count=days))
+
     async def write(
-        self, request_rows: list[dict[str, Any]], result_rows: list[dict[str, Any]]
-    ) -> None:
+        self, request_rows: Sequence[dict[str, Any]], result_rows: Sequence[dict[str, Any]]
+    ) -> Stored:
         """Raises DatabaseUnavailableError when the database is away (caller retries)."""
         engine = self._db.engine  # NotStartedError before start()
+        requests = _dedupe(request_rows)
+        results = _dedupe(result_rows)
 
-        async def op() -> None:
+        async def op() -> Stored:
+            if any(r["created_at"] is None for r in results):
+                async with engine.connect() as conn:
+                    await _date_legacy_finals(conn, results, requests)
+            days = {day_of(r["created_at"]) for r in [*requests, *results]}
+            await self._calendar.ensure(engine, days)
             async with engine.begin() as conn:
-                if request_rows:
-                    await conn.execute(
-                        insert(requests).on_conflict_do_nothing(index_elements=["request_id"]),
-                        _dedupe(request_rows),
-                    )
-                if result_rows:
-                    await conn.execute(
-                        insert(results).on_conflict_do_nothing(index_elements=["request_id"]),
-                        _dedupe(result_rows),
-                    )
+                await REQUESTS.run(conn, requests)
+                new = {row.request_id for row in await RESULTS.run(conn, results)}
+                counted = [r for r in results if r["request_id"] in new]
+                await _count_usage(conn, counted)
+            return Stored(len(requests), len(new), _tokens(counted))
 
-        await mapped(op)
+        try:
+            return await mapped(op)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _NO_PARTITION:
+                raise
+            # A partition this process made was dropped since (retention): make it again.
+            self._calendar.forget()
+            return await mapped(op)
 
 
-def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _date_legacy_finals(
+    conn: AsyncConnection, results: list[dict[str, Any]], requests: list[dict[str, Any]]
+) -> None:
+    """Give finals from older workers (no request facts) their request's creation time and
+    usage keys: from the same batch, else from the trail, else the finish time."""
+    legacy = {r["request_id"]: r for r in results if r["created_at"] is None}
+    if not legacy:
+        return
+    known = {q["request_id"]: q for q in requests if q["request_id"] in legacy}
+    missing = [rid for rid in legacy if rid not in known]
+    if missing:
+        rows = await conn.execute(
+            text(
+                "SELECT request_id, created_at, tenant_id, user_id, model, batch_id "
+                "FROM llmbus.requests WHERE request_id = ANY(:ids)"
+            ),
+            {"ids": missing},
+        )
+        known.update({row.request_id: dict(row._mapping) for row in rows})
+    for rid, row in legacy.items():
+        request = known.get(rid)
+        if request is None:
+            row["created_at"] = row["finished_at"]
+            continue
+        row["created_at"] = request["created_at"]
+        row["_tenant_id"], row["_user_id"] = request["tenant_id"], request["user_id"]
+        row["_model"] = request["model"]
+        row["_lane"] = "interactive" if request["batch_id"] is None else "batch"
+
+
+async def _count_usage(conn: AsyncConnection, results: list[dict[str, Any]]) -> None:
+    totals: dict[tuple[Any, ...], list[int]] = {}
+    for r in results:
+        key = (
+            day_of(r["created_at"]),
+            r["_tenant_id"] or "",
+            r["_user_id"] or "",
+            r["_model"] or r["model"] or "",
+            r["_lane"] or "interactive",
+        )
+        t = totals.setdefault(key, [0, 0, 0, 0])
+        t[0] += 1
+        t[1] += r["status"] == "error"
+        t[2] += r["prompt_tokens"] or 0
+        t[3] += r["completion_tokens"] or 0
+    if not totals:
+        return
+    keys, sums = list(totals), list(totals.values())
+    await conn.execute(
+        USAGE,
+        {
+            "day": [k[0] for k in keys],
+            "tenant": [k[1] for k in keys],
+            "user": [k[2] for k in keys],
+            "model": [k[3] for k in keys],
+            "lane": [k[4] for k in keys],
+            "requests": [s[0] for s in sums],
+            "errors": [s[1] for s in sums],
+            "prompt": [s[2] for s in sums],
+            "completion": [s[3] for s in sums],
+        },
+    )
+
+
+def _tokens(results: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
+    tokens: Counter[tuple[str, str, str]] = Counter()
+    for r in results:
+        tenant, model = r["_tenant_id"] or "", r["_model"] or r["model"] or ""
+        tokens[(tenant, model, "prompt")] += r["prompt_tokens"] or 0
+        tokens[(tenant, model, "completion")] += r["completion_tokens"] or 0
+    return tokens
+
+
+def _dedupe(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep the first row per request id within one batch."""
     seen: dict[str, dict[str, Any]] = {}
     for row in rows:

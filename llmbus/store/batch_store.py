@@ -20,7 +20,15 @@ from llmbus.errors import NotFoundError
 from llmbus.schemas.batch_input import WIRE_FORMAT_KEY
 from llmbus.schemas.events import BatchEventType
 from llmbus.store.database import Database, mapped
-from llmbus.store.tables import batch_events, batch_notices, batches, requests, results
+from llmbus.store.tables import (
+    batch_events,
+    batch_notices,
+    batches,
+    created_near,
+    requests,
+    results,
+    same_request,
+)
 
 CANCELLED = "cancelled"
 """The error code of a request skipped or aborted because its batch was cancelled."""
@@ -143,6 +151,9 @@ class BatchStore:
             picked = picked.where(where)
         b = picked.subquery("b")
         r = results
+        first = select(func.min(b.c.created_at)).scalar_subquery()
+        last = select(func.max(b.c.created_at)).scalar_subquery()
+        near = [created_near(c, first, last) for c in (requests.c.created_at, r.c.created_at)]
         counts = (
             select(
                 b,
@@ -159,8 +170,8 @@ class BatchStore:
                 func.max(r.c.finished_at).label("last_finished"),
             )
             .select_from(
-                b.outerjoin(requests, requests.c.batch_id == b.c.batch_id).outerjoin(
-                    r, r.c.request_id == requests.c.request_id
+                b.outerjoin(requests, and_(requests.c.batch_id == b.c.batch_id, near[0])).outerjoin(
+                    r, and_(same_request(r, requests), near[1])
                 )
             )
             .group_by(*b.c)
@@ -187,6 +198,7 @@ class BatchStore:
     ) -> AsyncIterator[dict[str, Any]]:
         """Each finished request of the batch, in input-file order; for an ``expired``
         batch, every request, those it did not finish as ``batch_expired`` errors."""
+        born = select(batches.c.created_at).where(batches.c.batch_id == batch_id).scalar_subquery()
         query = (
             select(
                 requests.c.request_id,
@@ -199,10 +211,12 @@ class BatchStore:
             )
             .select_from(
                 requests.join(
-                    results, results.c.request_id == requests.c.request_id, isouter=expired
+                    results,
+                    and_(same_request(results, requests), created_near(results.c.created_at, born)),
+                    isouter=expired,
                 )
             )
-            .where(requests.c.batch_id == batch_id)
+            .where(requests.c.batch_id == batch_id, created_near(requests.c.created_at, born))
             .order_by(requests.c.kafka_partition, requests.c.kafka_offset)
         )
 

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from llmbus.background import cancel_and_wait
 from llmbus.errors import DatabaseUnavailableError, NotStartedError
+from llmbus.store.audit_partitions import PartitionCalendar, day_of
 from llmbus.store.database import Database, mapped
 from llmbus.store.tables import gateway_calls
 
@@ -31,6 +32,7 @@ class CallLog:
         self._max_buffer = max_buffer
         self._dropped = 0
         self._task: asyncio.Task[None] | None = None
+        self._calendar = PartitionCalendar()
 
     def record(self, row: dict[str, Any]) -> None:
         if self._task is None:
@@ -58,7 +60,9 @@ class CallLog:
             return
 
         async def op() -> None:
-            async with self._db.engine.begin() as conn:
+            engine = self._db.engine
+            await self._calendar.ensure(engine, {day_of(row["at"]) for row in rows})
+            async with engine.begin() as conn:
                 await conn.execute(insert(gateway_calls), rows)
 
         try:

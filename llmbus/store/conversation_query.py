@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnClause, Select, func, literal_column, select
+from sqlalchemy import ColumnClause, Select, and_, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from llmbus.store.database import Database, mapped
-from llmbus.store.tables import requests, results
+from llmbus.store.tables import batches, created_near, requests, results, same_request
 
 MESSAGES_TSV: ColumnClause[Any] = literal_column(
     "jsonb_to_tsvector('simple'::regconfig, llmbus.requests.messages, '[\"string\"]'::jsonb)"
@@ -64,19 +64,31 @@ def select_conversations(f: ConversationFilter, *, embeddings: bool = False) -> 
         r.c.total_ms,
         r.c.error_code,
         *extra,
-    ).select_from(q.outerjoin(r, r.c.request_id == q.c.request_id))
+    )
+    # Time bounds on both sides: a result shares its request's created_at, so the results
+    # table is pruned to the same days' partitions as the requests table.
+    on = [same_request(r, q)]
     if f.since is not None:
         query = query.where(q.c.created_at >= f.since)
+        on.append(r.c.created_at >= f.since)
     if f.until is not None:
         query = query.where(q.c.created_at < f.until)
+        on.append(r.c.created_at < f.until)
+    if f.batch_id is not None:
+        born = select(batches.c.created_at).where(batches.c.batch_id == f.batch_id)
+        query = query.where(
+            q.c.batch_id == f.batch_id, created_near(q.c.created_at, born.scalar_subquery())
+        )
+        on.append(created_near(r.c.created_at, born.scalar_subquery()))
+    if f.request_ids:
+        query = query.where(q.c.request_id.in_(list(f.request_ids)))
+        # Said of both sides, so each day's results are probed by their key, not read.
+        on.append(r.c.request_id.in_(list(f.request_ids)))
+    query = query.select_from(q.outerjoin(r, and_(*on)))
     if f.tenant_id is not None:
         query = query.where(q.c.tenant_id == f.tenant_id)
     if f.model is not None:
         query = query.where(q.c.model == f.model)
-    if f.batch_id is not None:
-        query = query.where(q.c.batch_id == f.batch_id)
-    if f.request_ids:
-        query = query.where(q.c.request_id.in_(list(f.request_ids)))
     if f.text:
         query = query.where(MESSAGES_TSV.op("@@")(func.plainto_tsquery("simple", f.text)))
     if f.only_ok:
@@ -120,7 +132,7 @@ class ConversationQuery:
                 old_r.c.total_ms.label("original_total_ms"),
             )
             .select_from(
-                new_q.outerjoin(new_r, new_r.c.request_id == new_q.c.request_id).outerjoin(
+                new_q.outerjoin(new_r, same_request(new_r, new_q)).outerjoin(
                     old_r, old_r.c.request_id == new_q.c.replay_of
                 )
             )
@@ -144,12 +156,16 @@ class ConversationQuery:
         return await mapped(op)
 
 
-async def explain_plan(conn: AsyncConnection, f: ConversationFilter) -> str:
-    """PostgreSQL's plan for the selection, as the text ``EXPLAIN`` prints."""
+async def explain_plan(
+    conn: AsyncConnection, f: ConversationFilter, *, analyze: bool = False
+) -> str:
+    """PostgreSQL's plan for the selection, as the text ``EXPLAIN`` prints; with
+    ``analyze``, as run, so partitions pruned once a subquery's value was known are gone."""
     compiled = select_conversations(f).compile(
         dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
     )
     names = compiled.positiontup or []
     args = tuple(compiled.params[name] for name in names)
-    rows = await conn.exec_driver_sql(f"EXPLAIN {compiled.string}", args)
+    explain = "EXPLAIN (ANALYZE, TIMING OFF)" if analyze else "EXPLAIN"
+    rows = await conn.exec_driver_sql(f"{explain} {compiled.string}", args)
     return "\n".join(str(row[0]) for row in rows)

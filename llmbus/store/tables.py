@@ -6,10 +6,13 @@ Migrations create these (``llmbus/migrations``); this module is the code's view 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Identity,
@@ -19,9 +22,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    func,
+    literal,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.expression import ColumnElement, FromClause
 
 SCHEMA = "llmbus"
 metadata = MetaData(schema=SCHEMA)
@@ -30,7 +37,7 @@ requests = Table(
     "requests",
     metadata,
     Column("request_id", String(128), primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), primary_key=True),
     Column("logged_at", DateTime(timezone=True), nullable=False),
     Column("model", String(256), nullable=False),
     Column("messages", JSONB, nullable=False),
@@ -46,12 +53,15 @@ requests = Table(
     Column("kafka_topic", String(249), nullable=False),
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
+    postgresql_partition_by="RANGE (created_at)",
 )
+"""Partitioned by day of ``created_at`` (UTC): see ``store/audit_partitions.py``."""
 
 results = Table(
     "results",
     metadata,
     Column("request_id", String(128), primary_key=True),
+    Column("created_at", DateTime(timezone=True), primary_key=True),
     Column("status", String(16), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Column("logged_at", DateTime(timezone=True), nullable=False),
@@ -67,7 +77,10 @@ results = Table(
     Column("error_code", String(64)),
     Column("error_message", Text),
     Column("completion", JSONB),
+    postgresql_partition_by="RANGE (created_at)",
 )
+"""Partitioned like ``requests``, by its request's ``created_at`` (carried by the final), so
+a request and its result share a day and join on (request_id, created_at)."""
 
 batches = Table(
     "batches",
@@ -134,7 +147,7 @@ gateway_calls = Table(
     "gateway_calls",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", DateTime(timezone=True), primary_key=True),
     Column("key_id", String(32)),
     Column("tenant_id", String(128)),
     Column("user_id", String(128)),
@@ -146,8 +159,33 @@ gateway_calls = Table(
     Column("latency_ms", Float, nullable=False),
     Column("client", String(64)),
     Column("error_code", String(64)),
+    postgresql_partition_by="RANGE (at)",
 )
-"""One row per HTTP call to the gateway, refused ones included."""
+"""One row per HTTP call to the gateway, refused ones included; partitioned by day."""
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("tenant_id", String(128), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("lane", String(16), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+)
+"""Finals per day (of the request's creation, UTC), tenant, user, model and lane ("" for
+none), counted in the transaction that inserts them; kept past the trail's retention."""
+
+audit_content_purges = Table(
+    "audit_content_purges",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("purged_at", DateTime(timezone=True), nullable=False),
+)
+"""Days whose prompts and outputs were removed (content retention)."""
 
 rate_usage = Table(
     "rate_usage",
@@ -201,3 +239,35 @@ webhook_deliveries = Table(
     Column("delivered_at", DateTime(timezone=True)),
 )
 """One event for one endpoint: attempts so far, the last answer, when to try again."""
+
+
+def same_request(result: FromClause, request: FromClause) -> ColumnElement[bool]:
+    """A result's join to its request: on the partition key too, so that each probe of the
+    other table reads one day's partition, not every day's."""
+    return and_(
+        result.c.request_id == request.c.request_id,
+        result.c.created_at == request.c.created_at,
+    )
+
+
+BATCH_SKEW = timedelta(days=1)
+"""A batch's requests all carry the creation time taken just before its row's; a day either
+side leaves room for any clock while keeping a batch's queries to a few days' partitions."""
+
+
+def created_near(
+    column: ColumnElement[datetime],
+    first: ColumnElement[datetime],
+    last: ColumnElement[datetime] | None = None,
+) -> ColumnElement[bool]:
+    """``column`` within ``BATCH_SKEW`` of the batches created from ``first`` to ``last``
+    (scalar subqueries), or anywhere when they are NULL (requests that name a batch llmbus
+    never recorded). PostgreSQL prunes partitions by them once they are known, before
+    reading any."""
+    return column.between(
+        func.coalesce(first - BATCH_SKEW, literal(datetime.min.replace(tzinfo=UTC))),
+        func.coalesce(
+            (first if last is None else last) + BATCH_SKEW,
+            literal(datetime.max.replace(tzinfo=UTC)),
+        ),
+    )

@@ -307,6 +307,82 @@ def test_notifier_runs_beside_the_auditor_with_its_secrets(helm: str) -> None:
     assert "rel-llmbus-auditor" in by_kind(off, "Deployment")
 
 
+def test_audit_maintenance_cronjob_applies_retention_as_the_schema_owner(helm: str) -> None:
+    docs = render(
+        helm,
+        "audit.retentionDays=90",
+        "audit.contentRetentionDays=30",
+        "audit.redaction.enabled=true",
+        "audit.redaction.patterns.EMPLOYEE_ID=E[0-9]{6}",
+    )
+    cron = by_kind(docs, "CronJob")["rel-llmbus-audit-maintenance"]["spec"]
+    assert cron["schedule"] == "17 3 * * *"
+    assert cron["concurrencyPolicy"] == "Forbid"  # two runs would race on the partitions
+    assert cron["startingDeadlineSeconds"] > 0
+    assert cron["successfulJobsHistoryLimit"] >= 1 and cron["failedJobsHistoryLimit"] >= 1
+    assert cron["jobTemplate"]["spec"]["backoffLimit"] >= 1
+    pod = cron["jobTemplate"]["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "audit-maintenance"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    container = pod["spec"]["containers"][0]
+    assert container["args"] == ["audit", "maintain"]  # the image's entrypoint is `llmbus`
+    assert container["resources"].get("requests")
+
+    # The migrations Job's image, security and owner connection; not the writer's.
+    migrate = next(iter(by_kind(docs, "Job").values()))
+    migrate_pod = migrate["spec"]["template"]["spec"]
+    assert container["image"] == migrate_pod["containers"][0]["image"]
+    assert container["securityContext"] == migrate_pod["containers"][0]["securityContext"]
+    assert pod["spec"]["securityContext"] == migrate_pod["securityContext"]
+    env = env_of(cron["jobTemplate"])
+    assert all(len(entries) == 1 for entries in env.values()), env
+    assert env["LLMBUS_MIGRATION_DATABASE_URL"] == [
+        {
+            "name": "LLMBUS_MIGRATION_DATABASE_URL",
+            "valueFrom": {
+                "secretKeyRef": {"name": "llmbus-database", "key": "migration-database-url"}
+            },
+        }
+    ]
+    assert env["LLMBUS_MIGRATION_DATABASE_URL"] == env_of(migrate)["LLMBUS_MIGRATION_DATABASE_URL"]
+    assert "LLMBUS_DATABASE_URL" not in env
+    assert env["LLMBUS_AUDIT_RETENTION_DAYS"][0]["value"] == "90"
+    assert env["LLMBUS_AUDIT_CONTENT_RETENTION_DAYS"][0]["value"] == "30"
+    assert env["LLMBUS_AUDIT_PARTITIONS_AHEAD_DAYS"][0]["value"] == "7"
+    # Fenced like every llmbus pod: the release-wide policy lets only metrics scrapes in.
+    policy = by_kind(docs, "NetworkPolicy")["rel-llmbus-default"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+    # The auditor blanks late rows' content and makes partitions ahead; it drops nothing.
+    deployments = by_kind(docs, "Deployment")
+    auditor = env_of(deployments["rel-llmbus-auditor"])
+    assert auditor["LLMBUS_AUDIT_CONTENT_RETENTION_DAYS"][0]["value"] == "30"
+    assert auditor["LLMBUS_AUDIT_PARTITIONS_AHEAD_DAYS"][0]["value"] == "7"
+    assert "LLMBUS_AUDIT_RETENTION_DAYS" not in auditor
+    # Redaction in every long-running process (the trail, and everyone's log lines).
+    for name, deployment in deployments.items():
+        entries = env_of(deployment)
+        assert entries["LLMBUS_REDACT"] == [{"name": "LLMBUS_REDACT", "value": "true"}], name
+        patterns = json.loads(entries["LLMBUS_REDACT_PATTERNS"][0]["value"])
+        assert patterns == {"EMPLOYEE_ID": "E[0-9]{6}"}, name
+
+    # By default: the job still makes partitions, and null values set nothing, so the
+    # application's defaults (keep everything) hold.
+    plain = render(helm)
+    env = env_of(by_kind(plain, "CronJob")["rel-llmbus-audit-maintenance"]["spec"]["jobTemplate"])
+    assert "LLMBUS_AUDIT_RETENTION_DAYS" not in env
+    assert "LLMBUS_AUDIT_CONTENT_RETENTION_DAYS" not in env
+    auditor = env_of(by_kind(plain, "Deployment")["rel-llmbus-auditor"])
+    assert "LLMBUS_AUDIT_CONTENT_RETENTION_DAYS" not in auditor
+    assert auditor["LLMBUS_REDACT"][0]["value"] == "false"
+    assert "LLMBUS_REDACT_PATTERNS" not in auditor
+
+    off = render(helm, "audit.maintenance.enabled=false")
+    assert not by_kind(off, "CronJob")
+    assert not [d for d in off if "audit-maintenance" in d["metadata"]["name"]]
+    assert by_kind(off, "Job"), "the migrations Job does not depend on the maintenance job"
+
+
 def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
     cases = {
         "worker.maxNumSeqs=0": "maxNumSeqs",
@@ -318,6 +394,11 @@ def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
         "notifier.webhookRetrySeconds=5": "/notifier/webhookRetrySeconds",
         "notifier.pollSeconds=0": "/notifier/pollSeconds",
         "notifier.webhookTimeout=5": "webhookTimeout",
+        "audit.retentionDays=0": "/audit/retentionDays",
+        "audit.contentRetentionDays=0": "/audit/contentRetentionDays",
+        "audit.partitionsAheadDays=61": "/audit/partitionsAheadDays",
+        "audit.redaction.enabled=yes": "/audit/redaction/enabled",
+        "audit.maintenance.schedul=x": "schedul",
         "gateway.ingress.enabled=true,gateway.ingress.tlsSecret=": "tlsSecret is required",
         "worker.autoscaling.keda.enabled=true,kafka.securityProtocol=SASL_SSL,"
         "kafka.saslMechanism=PLAIN": "kafka.existingSecret is required",

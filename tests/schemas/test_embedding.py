@@ -21,7 +21,7 @@ from llmbus.schemas import (
 )
 from llmbus.schemas.batch_input import for_the_bus, output_line, parse_batch_lines
 from llmbus.schemas.embedding import MAX_INPUTS
-from llmbus.store.audit_writer import result_row
+from llmbus.store.audit_rows import RowPolicy, result_row
 
 
 def raw(body: dict[str, object], **extra: object) -> bytes:
@@ -124,16 +124,19 @@ def test_a_result_decodes_as_embeddings() -> None:
 
 @pytest.mark.parametrize("encoded", [False, True])
 def test_the_audit_row_keeps_lengths_not_vectors_unless_told(encoded: bool) -> None:
-    row = result_row(make_result(None, encoded))
+    row = result_row(make_result(None, encoded), RowPolicy())
     assert row["status"] == "ok" and row["prompt_tokens"] == 5 and row["output"] is None
     assert row["completion"]["data"] == [
         {"object": "embedding", "index": 0, "dimensions": 3},
         {"object": "embedding", "index": 1, "dimensions": 3},
     ]
-    stored = result_row(make_result(None, encoded), store_vectors=True)
+    stored = result_row(make_result(None, encoded), RowPolicy(store_vectors=True))
     assert "embedding" in stored["completion"]["data"][0]
     # A batch's vectors are its output file: always kept.
-    assert "embedding" in result_row(make_result("batch_1", encoded))["completion"]["data"][0]
+    assert (
+        "embedding"
+        in result_row(make_result("batch_1", encoded), RowPolicy())["completion"]["data"][0]
+    )
 
 
 def test_batch_lines_take_embeddings_and_check_the_body_fits_the_url() -> None:

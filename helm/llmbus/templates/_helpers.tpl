@@ -58,12 +58,49 @@ variable once, since a second LLMBUS_MODEL would silently win over the first. */
 - name: LLMBUS_KAFKA_SASL_PASSWORD
   valueFrom: {secretKeyRef: {name: {{ .Values.kafka.existingSecret }}, key: password}}
 {{- end }}
+{{- include "llmbus.redactionEnv" . }}
+{{- end }}
+{{- end -}}
+
+{{/* Redaction of the audit trail and of log lines: every long-running process logs. */}}
+{{- define "llmbus.redactionEnv" -}}
+{{- with .Values.audit.redaction }}
+{{- if not (kindIs "invalid" .enabled) }}
+- name: LLMBUS_REDACT
+  value: {{ .enabled | quote }}
+{{- end }}
+{{- with .patterns }}
+- name: LLMBUS_REDACT_PATTERNS
+  value: {{ toRawJson . | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
 {{- define "llmbus.databaseEnv" -}}
 - name: LLMBUS_DATABASE_URL
   valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret }}, key: database-url}}
+{{- end -}}
+
+{{/* The schema owner's connection: migrations and the audit trail's partition maintenance. */}}
+{{- define "llmbus.migrationDatabaseEnv" -}}
+- name: LLMBUS_MIGRATION_DATABASE_URL
+  valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret }}, key: migration-database-url}}
+{{- end -}}
+
+{{/* What both the auditor and the maintenance job do ahead of time or late: make daily
+partitions and blank old rows' content. Each only when set, so null keeps the application's
+default. */}}
+{{- define "llmbus.auditEnv" -}}
+{{- with .Values.audit }}
+{{- if not (kindIs "invalid" .contentRetentionDays) }}
+- name: LLMBUS_AUDIT_CONTENT_RETENTION_DAYS
+  value: {{ .contentRetentionDays | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .partitionsAheadDays) }}
+- name: LLMBUS_AUDIT_PARTITIONS_AHEAD_DAYS
+  value: {{ .partitionsAheadDays | quote }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "llmbus.podSecurity" -}}
