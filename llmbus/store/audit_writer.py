@@ -3,14 +3,15 @@ with the daily usage aggregates counted in the same transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from llmbus.store.audit_partitions import PartitionCalendar, day_of, today
 from llmbus.store.bulk_insert import JSONB, BulkInsert
@@ -27,6 +28,7 @@ REQUESTS = BulkInsert(
         ("kafka_offset", "bigint"),
     ],
     conflict=("request_id", "created_at"),
+    returning=("request_id",),
 )  # fmt: skip
 RESULTS = BulkInsert(
     "llmbus.results",
@@ -52,6 +54,8 @@ USAGE = text(
     "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
     "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens"
 )
+A = TypeVar("A")
+B = TypeVar("B")
 _NO_PARTITION = "23514"
 """SQLSTATE of a row for which no partition exists (check_violation)."""
 
@@ -73,7 +77,8 @@ class AuditWriter:
     counted in ``usage_daily``."""
 
     def __init__(self, url: str) -> None:
-        self._db = Database(url, pool_size=2)
+        # The auditor keeps three writes in flight, each on two connections.
+        self._db = Database(url, pool_size=6)
         self._calendar = PartitionCalendar()
 
     async def start(self) -> None:
@@ -100,12 +105,13 @@ class AuditWriter:
                     await _date_legacy_finals(conn, results, requests)
             days = {day_of(r["created_at"]) for r in [*requests, *results]}
             await self._calendar.ensure(engine, days)
-            async with engine.begin() as conn:
-                await REQUESTS.run(conn, requests)
-                new = {row.request_id for row in await RESULTS.run(conn, results)}
-                counted = [r for r in results if r["request_id"] in new]
-                await _count_usage(conn, counted)
-            return Stored(len(requests), len(new), _tokens(counted))
+            # Requests and finals in two transactions at once: on two connections the
+            # database works on both (index upkeep is most of an insert's cost) while this
+            # process waits. Each is idempotent on its own; the caller retries the pair.
+            inserted, counted = await _both(
+                _insert_requests(engine, requests), _insert_results(engine, results)
+            )
+            return Stored(inserted, len(counted), _tokens(counted))
 
         try:
             return await mapped(op)
@@ -115,6 +121,30 @@ class AuditWriter:
             # A partition this process made was dropped since (retention): make it again.
             self._calendar.forget()
             return await mapped(op)
+
+
+async def _insert_requests(engine: AsyncEngine, rows: list[dict[str, Any]]) -> int:
+    async with engine.begin() as conn:
+        return len(await REQUESTS.run(conn, rows))
+
+
+async def _insert_results(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finals actually inserted, counted in ``usage_daily`` in the same transaction."""
+    async with engine.begin() as conn:
+        new = {row.request_id for row in await RESULTS.run(conn, rows)}
+        counted = [r for r in rows if r["request_id"] in new]
+        await _count_usage(conn, counted)
+    return counted
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results; when either fails, its error, once the other one has finished too
+    (so that a retry never runs beside a write still in flight)."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    for outcome in (a, b):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return a, b  # type: ignore[return-value]
 
 
 async def _date_legacy_finals(
@@ -164,7 +194,10 @@ async def _count_usage(conn: AsyncConnection, results: list[dict[str, Any]]) -> 
         t[3] += r["completion_tokens"] or 0
     if not totals:
         return
-    keys, sums = list(totals), list(totals.values())
+    # In key order: concurrent writes then lock shared rows in the same order, so two
+    # batches counting the same tenant's day wait for each other instead of deadlocking.
+    keys = sorted(totals)
+    sums = [totals[k] for k in keys]
     await conn.execute(
         USAGE,
         {
@@ -191,8 +224,9 @@ def _tokens(results: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
 
 
 def _dedupe(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the first row per request id within one batch."""
+    """The first row per request id within one batch, in request id order (the order in
+    which concurrent writes take their rows' locks: the same for all, so no deadlock)."""
     seen: dict[str, dict[str, Any]] = {}
     for row in rows:
         seen.setdefault(row["request_id"], row)
-    return list(seen.values())
+    return [seen[rid] for rid in sorted(seen)]

@@ -9,10 +9,10 @@ skip rows that are already there, which idempotent redelivery needs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,7 +20,7 @@ JSONB = "jsonb"
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else orjson.dumps(value).decode()
 
 
 class BulkInsert:
@@ -48,6 +48,10 @@ class BulkInsert:
         if returning:
             sql += f" RETURNING {', '.join(returning)}"
         self._statement = text(sql)
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        return list(self._columns)
 
     def params(self, rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}

@@ -13,10 +13,12 @@ from llmbus.errors import DatabaseUnavailableError, NotStartedError
 T = TypeVar("T")
 
 
-_UNAVAILABLE_CLASSES = ("08", "57")
-"""SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions, and
-operator intervention (a server shutting down or starting up, 57P01-57P03). A stop or
-restart of the server raises these, not OperationalError, for connections already open."""
+_UNAVAILABLE_CLASSES = ("08", "57", "40")
+"""SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions,
+operator intervention (a server shutting down or starting up, 57P01-57P03), and
+transaction rollback (a deadlock or serialization failure: the transaction was undone and
+may simply be run again). A stop or restart of the server raises the first two, not
+OperationalError, for connections already open."""
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -41,7 +43,9 @@ async def mapped(op: Callable[[], Awaitable[T]]) -> T:
             raise DatabaseUnavailableError("database connection lost") from exc
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
         if sqlstate[:2] in _UNAVAILABLE_CLASSES:
-            raise DatabaseUnavailableError(f"database unavailable: SQLSTATE {sqlstate}") from exc
+            raise DatabaseUnavailableError(
+                f"database busy or unavailable: SQLSTATE {sqlstate}"
+            ) from exc
         raise
 
 

@@ -35,6 +35,8 @@ class EchoEngine:
         self._aborted: set[str] = set()
         self._dead = False
         self.seen: list[str] = []
+        self.bodies: dict[str, dict[str, Any]] = {}
+        """Each request's body as the engine got it (what the model saw)."""
 
     @property
     def max_model_len(self) -> int:
@@ -104,6 +106,7 @@ class EchoEngine:
         if self._dead:
             self._die()
         self.seen.append(rid)
+        self.bodies[rid] = call.body
         if self._die_after is not None and len(self.seen) > self._die_after:
             await asyncio.sleep(self._step_s * 3)  # others are mid-generation by now
             self._die()
