@@ -13,7 +13,7 @@ from typing import Any
 from llmbus.errors import DatabaseUnavailableError, SetupError
 from llmbus.settings import Settings
 from llmbus.store.audit_partitions import AuditMaintenance
-from llmbus.store.database import Database
+from llmbus.store.database import Database, mapped
 from llmbus.store.usage_query import UsageQuery, UsageRow
 
 
@@ -27,10 +27,13 @@ async def cmd_audit_maintain(settings: Settings, args: argparse.Namespace) -> in
         )
     try:
         async with Database(settings.migration_database_url.get_secret_value()) as db:
-            report = await AuditMaintenance(db.engine).run(
-                ahead_days=settings.audit_partitions_ahead_days,
-                retention_days=settings.audit_retention_days,
-                content_retention_days=settings.audit_content_retention_days,
+            maintenance = AuditMaintenance(db.engine)
+            report = await mapped(
+                lambda: maintenance.run(
+                    ahead_days=settings.audit_partitions_ahead_days,
+                    retention_days=settings.audit_retention_days,
+                    content_retention_days=settings.audit_content_retention_days,
+                )
             )
     except DatabaseUnavailableError as exc:
         print(f"llmbus audit maintain: {exc}; nothing half-done, run it again", file=sys.stderr)

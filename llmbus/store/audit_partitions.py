@@ -129,18 +129,21 @@ class AuditMaintenance:
 
     async def drop_before(self, horizon: date) -> list[str]:
         """Drop every partition of a day before ``horizon``: whole tables, no DELETE scan,
-        no index bloat. The usage aggregates are separate and stay."""
-        doomed = sorted(
-            name
-            for days in (await self.partitions()).values()
-            for day, name in days.items()
-            if day < horizon
-        )
-        for name in doomed:
+        no index bloat; one transaction per day, so a day goes whole or not at all. The
+        usage aggregates are separate and stay."""
+        doomed: dict[date, list[str]] = {}
+        for days in (await self.partitions()).values():
+            for day, name in days.items():
+                if day < horizon:
+                    doomed.setdefault(day, []).append(name)
+        dropped: list[str] = []
+        for day in sorted(doomed):
             async with self._engine.begin() as conn:
-                await conn.execute(text(f'DROP TABLE IF EXISTS llmbus."{name}"'))
-            log.info("dropped audit partition %s", name)
-        return doomed
+                for name in sorted(doomed[day]):
+                    await conn.execute(text(f'DROP TABLE IF EXISTS llmbus."{name}"'))
+            dropped += sorted(doomed[day])
+            log.info("dropped the audit partitions of %s", day)
+        return dropped
 
     async def purge_content_before(self, horizon: date) -> list[date]:
         """Remove prompts and outputs of each day before ``horizon`` not purged yet, one
