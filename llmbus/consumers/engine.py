@@ -31,8 +31,9 @@ class EngineCall:
     endpoint: Endpoint
     body: dict[str, Any]
     """The OpenAI request body, as the endpoint's clients send it (no stream fields)."""
-    priority: int = 1
-    """Lower runs first (vLLM's priority scheduling)."""
+    priority: int = 2
+    """Lower runs first (vLLM's priority scheduling); 2 is a normal request's
+    (``request_processor._ENGINE_PRIORITY``)."""
     stream: bool = True
     """Whether the caller wants chunks as they come. Without, the engine answers with one
     whole response (a ``chat.completion`` / ``text_completion`` / embeddings ``list``

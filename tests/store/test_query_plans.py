@@ -70,6 +70,17 @@ CASES = [
         "tenant_id_created_at_idx",
         7,
     ),
+    (  # as `llmbus replay --dry-run` selects: answered ones only
+        "replay: tenant and time",
+        ConversationFilter(
+            tenant_id="tenant-7",
+            since=datetime(2026, 6, 1, tzinfo=UTC),
+            until=datetime(2026, 6, 8, tzinfo=UTC),
+            only_ok=True,
+        ),
+        "tenant_id_created_at_idx",
+        7,
+    ),
     # Its requests are on 2026-02-12 (42 % 200 days in), the batch's day: a day either side.
     ("batch", ConversationFilter(batch_id="batch-42"), "batch_id_idx", 3),
     ("request ids", ConversationFilter(request_ids=("plan-5", "plan-77")), "_pkey", "keyed"),
