@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -211,6 +212,21 @@ async def test_a_redelivered_batch_adds_no_rows_and_no_usage(bus: Bus, owner: As
             break
         await asyncio.sleep(0.5)
     assert await rows(owner, usage_sql, t=tenant) == expected
+    # Quiet now: the auditor commits what it stored without waiting for more batches (each
+    # topic starts at offset 0, so the committed offsets add up to the records read).
+    admin = AIOKafkaAdminClient(bootstrap_servers=bus.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        for _ in range(20):
+            committed = await admin.list_consumer_group_offsets(
+                f"{bus.settings.topic_prefix}-auditor"
+            )
+            if sum(o.offset for o in committed.values()) == 2 * n:
+                break
+            await asyncio.sleep(0.5)
+        assert sum(o.offset for o in committed.values()) == 2 * n, committed
+    finally:
+        await admin.close()
 
     # A second auditor group reads every record again: the same batches, redelivered.
     s = bus.settings
