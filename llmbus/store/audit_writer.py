@@ -71,10 +71,10 @@ class Stored:
 
 
 class AuditWriter:
-    """Writes one batch per transaction. ``ON CONFLICT DO NOTHING`` on (request id,
-    created at) makes a redelivered batch harmless: the trail keeps exactly one row per
-    request and per final (the first final wins), and only finals actually inserted are
-    counted in ``usage_daily``."""
+    """Writes a batch as two transactions run at once, its requests and its finals.
+    ``ON CONFLICT DO NOTHING`` on (request id, created at) makes a redelivered batch
+    harmless: the trail keeps exactly one row per request and per final (the first final
+    wins), and only finals actually inserted are counted in ``usage_daily``."""
 
     def __init__(self, url: str) -> None:
         # The auditor keeps three writes in flight, each on two connections.
