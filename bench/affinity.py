@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import re
 import shutil
 import urllib.request
-from pathlib import Path
 from typing import Any
 
+from bench import save_report
 from bench.throughput import bench_settings, percentile, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.schemas import ChatResult
@@ -181,9 +180,7 @@ def main() -> None:
         stack.down(purge=True)
         shutil.rmtree(settings.state_dir, ignore_errors=True)
     keyed, rand = figures["keyed"], figures["random"]
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "affinity.json").write_text(json.dumps({**vars(args), **figures}, indent=2))
+    save_report("affinity", {**vars(args), **figures})
     ratio = rand["p50"] / keyed["p50"]
     print(
         f"affinity: ttft p50 ratio {ratio:.2f} (keyed {keyed['p50']:.0f} ms, random "

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import save_report
 from bench.throughput import bench_settings
 from llmbus.bus import BusProducer, ensure_topics
 from llmbus.schemas import ChatRequest, ChatResult, Timings, encode
@@ -209,10 +210,8 @@ def main() -> None:
     finally:
         stack.down(purge=True)
         shutil.rmtree(state, ignore_errors=True)
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
     report = {"n": args.n, "auditor_rows_s": auditor, "copy_rows_s": copy}
-    (out / "audit.json").write_text(json.dumps(report, indent=2))
+    save_report("audit", report)
     print(
         f"audit: auditor/copy ratio {auditor / copy:.2f} "
         f"(auditor {auditor:.0f} rows/s, copy {copy:.0f} rows/s)"

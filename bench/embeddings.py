@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from bench import save_report
 from bench.throughput import bench_settings
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
@@ -181,9 +182,7 @@ def main() -> None:
     ratio = statistics.median(ratios)
     rate = statistics.median(b for _, b in rounds)
     report = {"texts": args.n, "per_line": args.per_line, "rounds": rounds, "ratios": ratios}
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "embeddings.json").write_text(json.dumps(report, indent=2))
+    save_report("embeddings", report)
     for r, (a, b) in enumerate(rounds, 1):
         print(
             f"round {r}: (a) vLLM offline LLM.embed {a:6.1f} texts/s, (b) llmbus batch job "

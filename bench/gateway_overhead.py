@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -16,11 +15,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
 
+from bench import save_report
 from bench.throughput import bench_settings, percentile, prompts, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
@@ -128,11 +127,7 @@ def main() -> None:
         shutil.rmtree(settings.state_dir, ignore_errors=True)
     a, b = figures["direct"], figures["gateway"]
     ratio = b["req_s"] / a["req_s"]
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gateway_overhead.json").write_text(
-        json.dumps({**vars(args), **figures, "ratio": ratio}, indent=2)
-    )
+    save_report("gateway_overhead", {**vars(args), **figures, "ratio": ratio})
     for name, f in (("(a) Kafka client", a), ("(b) gateway HTTP", b)):
         print(f"{name}: {f['req_s']:6.2f} req/s, p50 {f['p50_s']:.2f} s, p95 {f['p95_s']:.2f} s "
               f"({args.n} requests at once, max_tokens={args.max_tokens})")  # fmt: skip

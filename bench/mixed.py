@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from bench import save_report
 from bench.throughput import bench_settings, percentile, start_worker
 from llmbus.bus import BusProducer, PartitionReader
 from llmbus.producers import LlmbusClient
@@ -166,9 +165,7 @@ def main() -> None:
             f"batch-only throughput          : {ours['batch_tok_s']:.1f} tok/s, throttle off "
             f"{base['batch_tok_s']:.1f} tok/s, ratio {batch_ratio:.3f}"
         )
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mixed.json").write_text(json.dumps(report, indent=2))
+    save_report("mixed", report)
     ratio = busy / idle
     print(
         f"mixed: interactive p50 ratio {ratio:.2f} (idle {idle:.2f} s, with backlog {busy:.2f} s)"

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench import save_report
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, percentile, start_worker
 from llmbus.bus.admin import ensure_topics
 from llmbus.producers import LlmbusClient
@@ -177,9 +176,7 @@ def main() -> None:
             f" | added p50 {p50:5.1f} ms p99 {p99:5.1f} ms"
         )
     print(f"kafka floor: p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms")
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overhead.json").write_text(json.dumps(report, indent=2))
+    save_report("overhead", report)
     print(
         f"overhead: added p50 {added_p50:.1f} ms p99 {added_p99:.1f} ms "
         f"(kafka floor p50 {floor['p50_ms']:.1f} ms)"

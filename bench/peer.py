@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -38,6 +37,7 @@ import httpx
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 
+from bench import save_report
 from bench.gateway_overhead import create_key
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, prompts, start_worker
 from llmbus.producers import LlmbusClient
@@ -231,9 +231,7 @@ def main() -> None:
               "max_num_seqs": MAX_NUM_SEQS, "max_model_len": MAX_MODEL_LEN,
               "per_round": rounds, "throughput_ratio": statistics.median(tput),
               "ttft_p50_ratio": statistics.median(ttft)}  # fmt: skip
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "peer.json").write_text(json.dumps(report, indent=2))
+    save_report("peer", report)
     print(f"throughput ratio llmbus/vllm-serve: {summary(tput)}; ttft p50 ratio: {summary(ttft)}")
     print(
         f"peer: llmbus/vllm-serve throughput ratio {statistics.median(tput):.3f}, "

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-from pathlib import Path
 
+from bench import save_report
 from bench.throughput import prompts, run_offline
 from llmbus.consumers.precision_eval import (
     EVAL_MAX_TOKENS,
@@ -69,9 +68,7 @@ def main() -> None:
         "verdict": verdict.model_dump(mode="json"),
         "auto": {"dtype": choice.dtype, "reason": choice.reason},
     }
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "precision.json").write_text(json.dumps(report, indent=2))
+    save_report("precision", report)
 
     total = verdict.total
     for dtype, eval_score in (("float32", verdict.fp32_score), ("bfloat16", verdict.bf16_score)):

@@ -17,11 +17,11 @@ import os
 import shutil
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from bench import save_report
 from bench.throughput import bench_settings, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
@@ -126,9 +126,7 @@ def main() -> None:
         worker.wait(timeout=60)
         stack.down(purge=True)
         shutil.rmtree(settings.state_dir, ignore_errors=True)
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "structured_outputs.json").write_text(json.dumps({**vars(args), **figures}, indent=2))
+    save_report("structured_outputs", {**vars(args), **figures})
     print(
         f"structured: json_schema/plain throughput ratio {figures['ratio']:.3f} "
         f"(plain {figures['plain_tok_s']:.1f} tok/s, json_schema "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import shutil
 import statistics
@@ -23,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import save_report
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import resolve_model_path
@@ -191,9 +191,7 @@ def main() -> None:
         "ratios": ratios,
         "ratio": ratio,
     }
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps(report, indent=2))
+    save_report("throughput", report)
     for r, x in enumerate(rounds, 1):
         offline, e2e = x["offline"], x["llmbus"]
         print(
