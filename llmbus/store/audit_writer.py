@@ -7,6 +7,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, TypeVar
 
 from sqlalchemy import text
@@ -177,17 +178,21 @@ async def _date_legacy_finals(
         row["_lane"] = "interactive" if request["batch_id"] is None else "batch"
 
 
+def _usage_key(r: dict[str, Any]) -> tuple[date, str, str, str, str]:
+    """A final's ``usage_daily`` key: day, tenant, user, model, lane ("" for none)."""
+    return (
+        day_of(r["created_at"]),
+        r["_tenant_id"] or "",
+        r["_user_id"] or "",
+        r["_model"] or r["model"] or "",
+        r["_lane"] or "interactive",
+    )
+
+
 async def _count_usage(conn: AsyncConnection, results: list[dict[str, Any]]) -> None:
-    totals: dict[tuple[Any, ...], list[int]] = {}
+    totals: dict[tuple[date, str, str, str, str], list[int]] = {}
     for r in results:
-        key = (
-            day_of(r["created_at"]),
-            r["_tenant_id"] or "",
-            r["_user_id"] or "",
-            r["_model"] or r["model"] or "",
-            r["_lane"] or "interactive",
-        )
-        t = totals.setdefault(key, [0, 0, 0, 0])
+        t = totals.setdefault(_usage_key(r), [0, 0, 0, 0])
         t[0] += 1
         t[1] += r["status"] == "error"
         t[2] += r["prompt_tokens"] or 0
@@ -217,7 +222,7 @@ async def _count_usage(conn: AsyncConnection, results: list[dict[str, Any]]) -> 
 def _tokens(results: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
     tokens: Counter[tuple[str, str, str]] = Counter()
     for r in results:
-        tenant, model = r["_tenant_id"] or "", r["_model"] or r["model"] or ""
+        _, tenant, _, model, _ = _usage_key(r)
         tokens[(tenant, model, "prompt")] += r["prompt_tokens"] or 0
         tokens[(tenant, model, "completion")] += r["completion_tokens"] or 0
     return tokens
