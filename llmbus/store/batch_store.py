@@ -25,6 +25,7 @@ from llmbus.store.tables import (
     batch_notices,
     batches,
     created_near,
+    near_batch,
     requests,
     results,
     same_request,
@@ -198,7 +199,7 @@ class BatchStore:
     ) -> AsyncIterator[dict[str, Any]]:
         """Each finished request of the batch, in input-file order; for an ``expired``
         batch, every request, those it did not finish as ``batch_expired`` errors."""
-        born = select(batches.c.created_at).where(batches.c.batch_id == batch_id).scalar_subquery()
+        near = near_batch(batch_id, requests.c.created_at, results.c.created_at)
         query = (
             select(
                 requests.c.request_id,
@@ -212,11 +213,11 @@ class BatchStore:
             .select_from(
                 requests.join(
                     results,
-                    and_(same_request(results, requests), created_near(results.c.created_at, born)),
+                    and_(same_request(results, requests), near[1]),
                     isouter=expired,
                 )
             )
-            .where(requests.c.batch_id == batch_id, created_near(requests.c.created_at, born))
+            .where(requests.c.batch_id == batch_id, near[0])
             .order_by(requests.c.kafka_partition, requests.c.kafka_offset)
         )
 

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnClause, Select, and_, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from llmbus.store.database import Database, mapped
-from llmbus.store.tables import batches, created_near, requests, results, same_request
+from llmbus.store.tables import near_batch, requests, results, same_request
 
 MESSAGES_TSV: ColumnClause[Any] = literal_column(
     "jsonb_to_tsvector('simple'::regconfig, llmbus.requests.messages, '[\"string\"]'::jsonb)"
@@ -75,11 +75,9 @@ def select_conversations(f: ConversationFilter, *, embeddings: bool = False) -> 
         query = query.where(q.c.created_at < f.until)
         on.append(r.c.created_at < f.until)
     if f.batch_id is not None:
-        born = select(batches.c.created_at).where(batches.c.batch_id == f.batch_id)
-        query = query.where(
-            q.c.batch_id == f.batch_id, created_near(q.c.created_at, born.scalar_subquery())
-        )
-        on.append(created_near(r.c.created_at, born.scalar_subquery()))
+        q_near, r_near = near_batch(f.batch_id, q.c.created_at, r.c.created_at)
+        query = query.where(q.c.batch_id == f.batch_id, q_near)
+        on.append(r_near)
     if f.request_ids:
         query = query.where(q.c.request_id.in_(list(f.request_ids)))
         # Said of both sides, so each day's results are probed by their key, not read.

@@ -25,6 +25,7 @@ from sqlalchemy import (
     and_,
     func,
     literal,
+    select,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -271,3 +272,10 @@ def created_near(
             literal(datetime.max.replace(tzinfo=UTC)),
         ),
     )
+
+
+def near_batch(batch_id: str, *columns: ColumnElement[datetime]) -> list[ColumnElement[bool]]:
+    """Each of ``columns`` (request and result creation times) within ``BATCH_SKEW`` of the
+    batch's creation: what prunes a batch's queries to the days around it."""
+    born = select(batches.c.created_at).where(batches.c.batch_id == batch_id).scalar_subquery()
+    return [created_near(column, born) for column in columns]
