@@ -14,9 +14,6 @@ CONTENT_PARAMS = ("prompt", "input", "suffix")
 """Request parameters that hold content (legacy completions' prompt and suffix, embedding
 inputs); content retention removes them with the messages."""
 
-USAGE_KEYS = ("_tenant_id", "_user_id", "_model", "_lane")
-"""Result-row keys that are not columns: what the daily usage aggregates are keyed by."""
-
 
 @dataclass(frozen=True)
 class RowPolicy:
@@ -78,10 +75,12 @@ def request_row(
 
 
 def result_row(final: ChatResult | ErrorReply, policy: RowPolicy) -> dict[str, Any]:
-    """The final's row, with its usage keys. ``created_at`` is its request's creation time,
-    None when the final does not say (an older worker's): the writer looks it up. Embedding
-    vectors are kept only with ``policy.store_vectors`` or for a batch's request (its output
-    file is made from them); otherwise each is replaced by its length."""
+    """The final's row, with its usage keys (``_tenant_id``, ``_user_id``, ``_model``,
+    ``_lane``: not columns; what the daily usage aggregates are keyed by). ``created_at``
+    is its request's creation time, None when the final does not say (an older worker's):
+    the writer looks it up. Embedding vectors are kept only with ``policy.store_vectors``
+    or for a batch's request (its output file is made from them); otherwise each is
+    replaced by its length."""
     facts = final.request
     row: dict[str, Any] = {
         "request_id": final.request_id,
