@@ -153,6 +153,25 @@ class GatewayMetrics:
         )
 
 
+class TopicMetrics:
+    """What the topic check (``bus/topic_check.py``) last saw of llmbus's topics. Worker,
+    auditor and gateway each export it, so alert on ``max by (topic)``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.under_replicated = Gauge(
+            "llmbus_topic_under_replicated_partitions",
+            "Partitions with fewer in-sync replicas than replicas (checked every minute)",
+            ["topic"],
+            registry=registry,
+        )
+        self.offline = Gauge(
+            "llmbus_topic_offline_partitions",
+            "Partitions without a leader: nobody can produce to or fetch from them",
+            ["topic"],
+            registry=registry,
+        )
+
+
 class ForwardedRegistry:
     """Exports another registry's metrics through ours: vLLM registers its engine
     statistics (``vllm:*``) in prometheus_client's global registry."""
