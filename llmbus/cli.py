@@ -11,15 +11,18 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from llmbus import logs
 from llmbus.consumers.batch_throttle import StepCostModel
 from llmbus.errors import EngineDeadError, LlmbusError, RemoteError
 from llmbus.settings import Settings, default_state_dir
 from llmbus.store.redaction import Redactor
+
+if TYPE_CHECKING:
+    from llmbus.bus.topic_check import TopicWatch
 
 
 def load_settings() -> Settings:
@@ -40,7 +43,9 @@ def _registry(settings: Settings, *, forward_global: bool = False) -> CollectorR
 
         registry.register(ForwardedRegistry(REGISTRY))
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+        from llmbus.metrics import serve_metrics
+
+        serve_metrics(registry, settings.metrics_port)
     return registry
 
 
@@ -53,7 +58,7 @@ def _on_signals(stop: Callable[[], None]) -> None:
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from llmbus.stack.local_stack import LocalStack
 
-    stack = LocalStack(settings, fast_unsafe=args.fast_unsafe)
+    stack = LocalStack(settings, fast_unsafe=args.fast_unsafe, brokers=args.brokers)
     report = await stack.up()
     if report.already_running:
         print(
@@ -62,7 +67,8 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"llmbus stack up: Kafka {stack.kafka.bootstrap} (KRaft), "
+            f"llmbus stack up: Kafka {stack.kafka.bootstrap} "
+            f"(KRaft, {len(stack.kafka.nodes)} node(s)), "
             f"PostgreSQL 127.0.0.1:{settings.postgres_port}, topics and migrations current"
         )
     print(
@@ -147,25 +153,40 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from llmbus.metrics import WorkerMetrics
 
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    await ensure_topics(settings.kafka, settings.topics())
-    step_costs = StepCostModel()
-    engine = make_engine(settings, args.engine, step_costs)
-    await engine.start()
-    worker = Worker(
-        WorkerConfig.from_settings(settings, worker_id),
-        engine,
-        WorkerMetrics(_registry(settings, forward_global=True)),
-        step_costs,
-    )
-    _on_signals(worker.stop)
-    print(f"worker {worker_id} serving {settings.model} from {settings.requests_topic}", flush=True)
-    try:
-        await worker.run()
-    except EngineDeadError:
-        return 3
-    finally:
-        await engine.stop()
+    await ensure_topics(settings.kafka, settings.topics(), layout=settings.topic_layout)
+    registry = _registry(settings, forward_global=True)
+    async with _topic_watch(settings, registry):
+        step_costs = StepCostModel()
+        engine = make_engine(settings, args.engine, step_costs)
+        await engine.start()
+        worker = Worker(
+            WorkerConfig.from_settings(settings, worker_id),
+            engine,
+            WorkerMetrics(registry),
+            step_costs,
+        )
+        _on_signals(worker.stop)
+        print(
+            f"worker {worker_id} serving {settings.model} from {settings.requests_topic}",
+            flush=True,
+        )
+        try:
+            await worker.run()
+        except EngineDeadError:
+            return 3
+        finally:
+            await engine.stop()
     return 0
+
+
+def _topic_watch(settings: Settings, registry: CollectorRegistry) -> TopicWatch:
+    """Checks the model's topics at start-up (warn or refuse) and exports their health."""
+    from llmbus.bus.topic_check import TopicWatch
+    from llmbus.metrics import TopicMetrics
+
+    return TopicWatch(
+        settings.kafka, settings.topics(), settings.topic_layout, TopicMetrics(registry)
+    )
 
 
 async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
@@ -177,6 +198,7 @@ async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
     if settings.database_url is None:
         print("LLMBUS_DATABASE_URL is not set", file=sys.stderr)
         return 2
+    registry = _registry(settings)
     auditor = Auditor(
         AuditorConfig(
             bootstrap=settings.kafka,
@@ -194,11 +216,12 @@ async def cmd_auditor(settings: Settings, args: argparse.Namespace) -> int:
             partitions_ahead_days=settings.audit_partitions_ahead_days,
         ),
         AuditWriter(settings.database_url.get_secret_value()),
-        AuditMetrics(_registry(settings)),
+        AuditMetrics(registry),
     )
     _on_signals(auditor.stop)
-    print("auditor running", flush=True)
-    await auditor.run()
+    async with _topic_watch(settings, registry):
+        print("auditor running", flush=True)
+        await auditor.run()
     return 0
 
 
@@ -290,9 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="PostgreSQL without fsync (throwaway test stacks only)",
     )
+    up.add_argument(
+        "--brokers",
+        type=int,
+        choices=range(1, 10),
+        metavar="N",
+        help="Kafka nodes (default: LLMBUS_KAFKA_BROKERS, 1); 3 gives replicated topics",
+    )
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop the local stack")
-    down.add_argument("--purge", action="store_true", help="also delete the database files")
+    down.add_argument(
+        "--purge", action="store_true", help="also delete the database's and Kafka's files"
+    )
     down.set_defaults(func=cmd_down)
     sub.add_parser("migrate", help="run database migrations").set_defaults(func=cmd_migrate)
     contract = sub.add_parser(

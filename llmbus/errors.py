@@ -137,6 +137,12 @@ class SetupError(LlmbusError):
     scope = Scope.PROCESS
 
 
+class TopicLayoutError(SetupError):
+    """Existing topics do not match the settings (too few partitions or replicas, or
+    under-replicated) and ``topic_check`` is "refuse"; retried, it passes once an operator
+    (or a returning broker) mends the topics."""
+
+
 # --- infrastructure is away: retry with backoff -------------------------------------
 
 

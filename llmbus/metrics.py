@@ -3,9 +3,18 @@ process (and each test) decides where they are registered."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.metrics_core import Metric
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
@@ -181,3 +190,29 @@ class ForwardedRegistry:
 
     def collect(self) -> Iterator[Metric]:
         yield from self._source.collect()
+
+
+def serve_metrics(registry: CollectorRegistry, port: int) -> ThreadingHTTPServer:
+    """Serve ``registry`` on 127.0.0.1:<port>, always in Prometheus' text format 0.0.4.
+
+    Not prometheus_client's ``start_http_server``: asked for OpenMetrics (as Prometheus 2
+    asks), it rewrites the colon of ``vllm:*`` names to an underscore (client_python issue
+    #1177), and the dashboard's and vLLM's own names would find nothing.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None  # a scrape a second would flood the logs
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

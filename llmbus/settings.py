@@ -34,6 +34,24 @@ class KafkaEndpoint(BaseModel):
     ssl_cafile: Path | None = None
 
 
+class TopicLayout(BaseModel):
+    """How llmbus makes its topics and what it expects of existing ones."""
+
+    model_config = ConfigDict(frozen=True)
+
+    replication_factor: int | None = None
+    """None: min(3, brokers in the cluster)."""
+    min_insync_replicas: int = 2
+    check: Literal["warn", "refuse"] = "warn"
+
+    def replicas(self, brokers: int) -> int:
+        return self.replication_factor or min(3, max(1, brokers))
+
+    def in_sync(self, replicas: int) -> int:
+        # Above the replica count no write could ever be acknowledged.
+        return max(1, min(self.min_insync_replicas, replicas))
+
+
 class Settings(BaseSettings):
     """All of llmbus's configuration; environment variables are ``LLMBUS_<FIELD>``."""
 
@@ -83,6 +101,20 @@ class Settings(BaseSettings):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     postgres_port: int = 15432
+    kafka_brokers: int = Field(default=1, ge=1, le=9)
+    """Nodes of the local Kafka ``llmbus up`` starts (``--brokers``): one for the demo,
+    three for replicated topics that survive a broker's death."""
+
+    topic_replication_factor: int | None = Field(default=None, ge=1)
+    """Replicas of each topic llmbus creates. None: min(3, brokers in the cluster)."""
+    topic_min_insync_replicas: int = Field(default=2, ge=1)
+    """``min.insync.replicas`` of the topics llmbus creates (at most their replicas).
+    Producers use acks=all, so an acknowledged record is on this many brokers: with 3
+    replicas and 2, any one broker can die without losing an acknowledged request."""
+    topic_check: Literal["warn", "refuse"] = "warn"
+    """What workers, auditor and gateway do at start-up when an existing topic has fewer
+    partitions or replicas than the settings ask, or is under-replicated: log a warning,
+    or refuse to start (exit 2; on Kubernetes the pod is retried until it is mended)."""
 
     metrics_port: int | None = None
     """Serve Prometheus metrics on 127.0.0.1:<port> when set."""
@@ -224,6 +256,14 @@ class Settings(BaseSettings):
             sasl_username=self.kafka_sasl_username,
             sasl_password=self.kafka_sasl_password,
             ssl_cafile=self.kafka_ssl_cafile,
+        )
+
+    @property
+    def topic_layout(self) -> TopicLayout:
+        return TopicLayout(
+            replication_factor=self.topic_replication_factor,
+            min_insync_replicas=self.topic_min_insync_replicas,
+            check=self.topic_check,
         )
 
     def served_models(self) -> list[str]:

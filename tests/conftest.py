@@ -42,21 +42,22 @@ logs.install_record_fields()  # as the CLI does: request fields on every log rec
 
 # --- Kafka + PostgreSQL ---------------------------------------------------------------
 
-StackFactory = Callable[[], Awaitable[LocalStack]]
+StackFactory = Callable[..., Awaitable[LocalStack]]
 
 
 @pytest.fixture(scope="session")
 async def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StackFactory]:
     stacks: list[LocalStack] = []
 
-    async def make() -> LocalStack:
+    async def make(brokers: int = 1) -> LocalStack:
+        ports = [(free_port(), free_port()) for _ in range(brokers)]
         settings = Settings(
             state_dir=tmp_path_factory.mktemp("stack"),
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
+            kafka_port=ports[0][0],  # node 1's, as `llmbus up` would be told
+            kafka_controller_port=ports[0][1],
             postgres_port=free_port(),
         )
-        stack = LocalStack(settings, fast_unsafe=True)
+        stack = LocalStack(settings, fast_unsafe=True, kafka_ports=ports)
         stacks.append(stack)
         await stack.up()
         return stack
@@ -69,6 +70,13 @@ async def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 @pytest.fixture(scope="session")
 async def stack(stack_factory: StackFactory) -> LocalStack:
     return await stack_factory()
+
+
+@pytest.fixture(scope="session")
+async def cluster_stack(stack_factory: StackFactory) -> LocalStack:
+    """A stack whose Kafka is a three-node KRaft cluster (topics with three replicas, two
+    in sync), for tests of broker faults; each test leaves every node running."""
+    return await stack_factory(brokers=3)
 
 
 @pytest.fixture(scope="session")
@@ -301,3 +309,32 @@ async def isolated_bus(stack_factory: StackFactory) -> AsyncIterator[Bus]:
             yield the_bus
     finally:
         stack.down(purge=True)
+
+
+# --- Prometheus ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def prometheus_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """A real Prometheus (Debian's binaries, unpacked by `make setup`) on a free loopback
+    port: ``await prometheus_factory({job: [host:port, ...]}, rule_files=[...])`` returns
+    the started ``PrometheusServer``. Each is stopped at the end of the test."""
+    from llmbus.settings import default_cache_dir
+    from llmbus.stack.prometheus_server import PrometheusServer, find_prometheus
+
+    bin_dir = find_prometheus(default_cache_dir())
+    servers: list[PrometheusServer] = []
+
+    async def make(jobs: dict[str, list[str]], **options: Any) -> PrometheusServer:
+        server = PrometheusServer(
+            bin_dir, tmp_path_factory.mktemp("prometheus"), free_port(), jobs, **options
+        )
+        servers.append(server)
+        await asyncio.to_thread(server.start)
+        return server
+
+    yield make
+    for server in servers:
+        await asyncio.to_thread(server.stop)

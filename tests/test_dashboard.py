@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from llmbus.metrics import AuditMetrics, GatewayMetrics, WorkerMetrics
+from llmbus.metrics import AuditMetrics, GatewayMetrics, TopicMetrics, WorkerMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "helm" / "llmbus" / "dashboards" / "llmbus.json"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -33,6 +33,7 @@ def exported_llmbus_metrics() -> set[str]:
     WorkerMetrics(registry)
     AuditMetrics(registry)
     GatewayMetrics(registry)
+    TopicMetrics(registry)
     return {
         family.name + suffix for family in registry.collect() for suffix in SUFFIXES[family.type]
     }

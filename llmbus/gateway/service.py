@@ -8,11 +8,12 @@ from typing import Self
 from prometheus_client import CollectorRegistry
 
 from llmbus.bus import BusProducer, ensure_topics
+from llmbus.bus.topic_check import TopicWatch
 from llmbus.errors import NotStartedError, SetupError
 from llmbus.gateway.auth import Authenticator, JwtConfig
 from llmbus.gateway.rate_limits import RateLimiter
 from llmbus.jobs.batch_jobs import BatchJobs
-from llmbus.metrics import GatewayMetrics
+from llmbus.metrics import GatewayMetrics, TopicMetrics
 from llmbus.producers import LlmbusClient
 from llmbus.producers.batch_publisher import BatchPublisher
 from llmbus.settings import Settings
@@ -44,6 +45,7 @@ class GatewayService:
         self.db = Database(settings.database_url.get_secret_value(), pool_size=5)
         self.calls = CallLog(self.db)
         self._parts: Parts | None = None
+        self._topics: TopicWatch | None = None
 
     @property
     def parts(self) -> Parts:
@@ -53,7 +55,11 @@ class GatewayService:
 
     async def start(self) -> None:
         s = self.settings
-        await ensure_topics(s.kafka, s.topics())
+        await ensure_topics(s.kafka, s.topics(), layout=s.topic_layout)
+        self._topics = TopicWatch(
+            s.kafka, s.topics(), s.topic_layout, TopicMetrics(self.metrics.registry)
+        )
+        await self._topics.start()
         await self.db.start()
         await self.calls.start()
         client = LlmbusClient.from_settings(s)
@@ -98,6 +104,8 @@ class GatewayService:
             parts, self._parts = self._parts, None
             await parts.client.stop()
             await parts.producer.stop()
+        if self._topics is not None:
+            await self._topics.stop()
         await self.calls.stop()
         await self.db.stop()
 

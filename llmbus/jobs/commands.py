@@ -54,7 +54,7 @@ async def open_jobs(
     async with contextlib.AsyncExitStack() as stack:
         db = await stack.enter_async_context(Database(url.get_secret_value()))
         if publishes:
-            await ensure_topics(settings.kafka, settings.topics())
+            await ensure_topics(settings.kafka, settings.topics(), layout=settings.topic_layout)
             # Unstarted otherwise: a publish by mistake fails with NotStartedError.
             await stack.enter_async_context(producer)
         store = BatchStore(db)

@@ -35,7 +35,7 @@ def _database_url(settings: Settings) -> str:
 
 async def run_notifier(settings: Settings, registry: CollectorRegistry) -> int:
     metrics = NotifierMetrics(registry)
-    await ensure_topics(settings.kafka, {settings.events_topic: 1})
+    await ensure_topics(settings.kafka, {settings.events_topic: 1}, layout=settings.topic_layout)
     producer = BusProducer(
         settings.kafka, client_id="llmbus-notifier", max_request_bytes=settings.max_request_bytes
     )

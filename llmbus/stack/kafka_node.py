@@ -1,20 +1,24 @@
-"""A single-node Apache Kafka 4.x broker in KRaft mode (no ZooKeeper), on loopback.
+"""One node of a local Apache Kafka 4.x cluster in KRaft mode (no ZooKeeper), on loopback.
 
+Each node is both a broker and a controller. Alone it is the single-broker dev stack;
+``KafkaCluster`` (``stack/kafka_cluster.py``) runs several with one controller quorum.
 The jars come from Maven Central via ``scripts/setup.sh`` into ``<cache>/kafka-<v>/libs``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmbus.errors import SetupError
-from llmbus.stack.processes import port_open, read_pid, terminate, wait_for_port
+from llmbus.stack.processes import port_open, read_pid, terminate, wait_for_port, wait_gone
 
 KAFKA_VERSION = "4.1.1"
 HOST = "127.0.0.1"
@@ -43,10 +47,25 @@ class KafkaNode:
     """Also listen with SASL_PLAINTEXT + SCRAM-SHA-512 on this port (tests of SASL)."""
     scram_users: tuple[tuple[str, str], ...] = ()
     """(name, password) pairs created at format time for the SCRAM listener."""
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+    """(node id, controller port) of every node of the cluster; empty: this node alone."""
+    cluster_id: str | None = None
+    """Shared by every node of a cluster (they must be formatted with the same id)."""
+
+    @property
+    def cluster_size(self) -> int:
+        return max(1, len(self.voters))
 
     @property
     def home(self) -> Path:
-        return self.state_dir / "kafka"
+        # Node 1 keeps the single-broker stack's folder, so a stack made before clusters
+        # existed starts as before.
+        return self.state_dir / ("kafka" if self.node_id == 1 else f"kafka-{self.node_id}")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
 
     @property
     def libs(self) -> Path:
@@ -70,8 +89,10 @@ class KafkaNode:
     def is_running(self) -> bool:
         return self.pid() is not None and port_open(HOST, self.port)
 
-    def start(self) -> bool:
-        """Start the broker unless it runs; return False if it was already running."""
+    def start(self, *, wait: bool = True) -> bool:
+        """Start the node unless it runs; return False if it was already running. Without
+        ``wait``, return once the process is spawned (a cluster starts all its nodes
+        first: none opens its listener before the quorum has a leader)."""
         if self.is_running():
             return False
         if not any(self.libs.glob("kafka_2.13-*.jar")):
@@ -83,12 +104,12 @@ class KafkaNode:
             raise SetupError("java not found (Kafka needs Java 17+)")
         self.home.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
-        if not (self.home / "data" / "meta.properties").exists():
+        if not (self.data_dir / "meta.properties").exists():
             self._run_class(
                 java,
                 "kafka.tools.StorageTool",
                 "format",
-                f"--cluster-id={new_cluster_id()}",
+                f"--cluster-id={self.cluster_id or new_cluster_id()}",
                 f"--config={config}",
                 *(
                     f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
@@ -104,16 +125,40 @@ class KafkaNode:
                 start_new_session=True,  # outlives `llmbus up`
             )
         self._pid_file.write_text(str(proc.pid))
-        # A cold JVM on 2 cores takes ~5-10 s to open the listener; 60 s covers slow CI.
-        wait_for_port(HOST, self.port, timeout_s=60, what="Kafka", log=self.home / "stdout.log")
+        if wait:
+            self.wait_listening()
         return True
+
+    def wait_listening(self) -> None:
+        # A cold JVM on 2 cores takes ~5-10 s to open the listener, and a cluster node
+        # opens it only once the controller quorum has a leader; 90 s covers slow CI.
+        wait_for_port(HOST, self.port, timeout_s=90, what="Kafka", log=self.home / "stdout.log")
 
     def stop(self) -> bool:
         pid = self.pid()
         if pid is None:
             return False
-        # Controlled shutdown moves leadership and flushes logs; 30 s is ample for one node.
-        terminate(pid, timeout_s=30)
+        # Controlled shutdown moves leadership away and flushes logs; 60 s is ample even
+        # for a cluster node handing over every partition it leads.
+        terminate(pid, timeout_s=60)
+        self._pid_file.unlink(missing_ok=True)
+        return True
+
+    def signal_stop(self) -> None:
+        """Ask for a controlled shutdown without waiting (``stop`` waits)."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def kill(self) -> bool:
+        """kill -9: no controlled shutdown, as when a machine dies (fault tests)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid, timeout_s=10)  # the kernel frees the ports when the process is gone
         self._pid_file.unlink(missing_ok=True)
         return True
 
@@ -138,11 +183,16 @@ class KafkaNode:
             raise SetupError(f"{cls} failed: {done.stdout[-1500:]} {done.stderr[-1500:]}")
 
     def _write_config(self) -> Path:
-        data = self.home / "data"
+        data = self.data_dir
+        voters = self.voters or ((self.node_id, self.controller_port),)
+        # Internal topics (offsets, transactions) replicated like llmbus's own: three
+        # copies at most, and two in sync before a write counts, once there are two nodes.
+        replicas = str(min(3, self.cluster_size))
+        in_sync = str(min(2, self.cluster_size))
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": ",".join(f"{n}@{HOST}:{p}" for n, p in voters),
             "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -150,14 +200,21 @@ class KafkaNode:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(data),
             "num.partitions": "4",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "8",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            # One node: no reason to delay the first rebalance of a new group.
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": in_sync,
+            "default.replication.factor": replicas,
+            "min.insync.replicas": in_sync,
+            # A dev/test stack: no reason to delay the first rebalance of a new group.
             "group.initial.rebalance.delay.ms": "0",
+            # A dead node is fenced (its partitions get new leaders) after this long
+            # without a heartbeat. Kafka's 9 s suits real networks; on loopback 6 s keeps
+            # a killed node's clients waiting less, with room for a GC pause on 2 cores.
+            "broker.session.timeout.ms": "6000",
+            "broker.heartbeat.interval.ms": "1000",
             # Topics are created explicitly with the partition counts llmbus wants.
             "auto.create.topics.enable": "false",
             # A request may carry a long conversation; 2 MiB bounds it (see max_request_bytes).

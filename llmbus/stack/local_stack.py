@@ -1,4 +1,5 @@
-"""``llmbus up`` / ``llmbus down``: the local Kafka broker and PostgreSQL cluster together."""
+"""``llmbus up`` / ``llmbus down``: the local Kafka (one node or a cluster) and PostgreSQL
+cluster together."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from llmbus.bus import ensure_topics
 from llmbus.settings import Settings
-from llmbus.stack.kafka_node import KafkaNode
+from llmbus.stack.kafka_cluster import KafkaCluster, formatted_nodes
 from llmbus.stack.postgres_cluster import DATABASE, PostgresCluster
 from llmbus.store.migrate import upgrade_to_head
 
@@ -31,14 +32,25 @@ class StackReport:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings, *, fast_unsafe: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fast_unsafe: bool = False,
+        brokers: int | None = None,
+        kafka_ports: list[tuple[int, int]] | None = None,
+    ) -> None:
+        """``brokers``: Kafka nodes to run; default: as many as were made before in the
+        state folder (so ``down`` stops a cluster), else ``settings.kafka_brokers``.
+        ``kafka_ports``: (client, controller) port per node instead of the settings'."""
         self.settings = settings
-        self.kafka = KafkaNode(
-            state_dir=settings.state_dir,
-            cache_dir=settings.cache_dir,
-            port=settings.kafka_port,
-            controller_port=settings.kafka_controller_port,
-        )
+        if kafka_ports is None:
+            n = brokers or formatted_nodes(settings.state_dir) or settings.kafka_brokers
+            kafka_ports = [
+                (settings.kafka_port + 2 * i, settings.kafka_controller_port + 2 * i)
+                for i in range(n)
+            ]
+        self.kafka = KafkaCluster.local(settings.state_dir, settings.cache_dir, kafka_ports)
         self.postgres = PostgresCluster(
             state_dir=settings.state_dir, port=settings.postgres_port, fast_unsafe=fast_unsafe
         )
@@ -65,7 +77,9 @@ class LocalStack:
         postgres_started = await asyncio.to_thread(self.postgres.start)
         await self._bootstrap_database()
         await asyncio.to_thread(upgrade_to_head, self.postgres.url("llmbus_owner"))
-        await ensure_topics(self.kafka.bootstrap, self.settings.topics())
+        await ensure_topics(
+            self.kafka.bootstrap, self.settings.topics(), layout=self.settings.topic_layout
+        )
         self._write_env_file()
         return StackReport(kafka_started, postgres_started, self.env_file)
 
@@ -74,6 +88,7 @@ class LocalStack:
         postgres = self.postgres.stop()
         if purge:
             self.postgres.purge()
+            self.kafka.purge()
         return kafka, postgres
 
     async def _bootstrap_database(self) -> None:

@@ -48,19 +48,26 @@ def terminate(pid: int, *, timeout_s: float) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        _reap(pid)
-        time.sleep(0.1)
+    if wait_gone(pid, timeout_s=timeout_s):
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
     _reap(pid)
+
+
+def wait_gone(pid: int, *, timeout_s: float) -> bool:
+    """Wait until the process ``pid`` has exited; False if it still runs after the wait."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        _reap(pid)
+        time.sleep(0.1)
+    return False
 
 
 def _reap(pid: int) -> None:

@@ -4,15 +4,21 @@ main combinations of values (checked object by object, not by eye)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+
+from llmbus.metrics import AuditMetrics, GatewayMetrics, TopicMetrics, WorkerMetrics
+from llmbus.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "llmbus"
+ALERTS = CHART / "alerts" / "llmbus-alerts.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -399,6 +405,13 @@ def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
         "audit.partitionsAheadDays=61": "/audit/partitionsAheadDays",
         "audit.redaction.enabled=yes": "/audit/redaction/enabled",
         "audit.maintenance.schedul=x": "schedul",
+        "kafka.requestPartitions=0": "/kafka/requestPartitions",
+        "kafka.replicationFactor=0": "/kafka/replicationFactor",
+        "kafka.topicCheck=ignore": "/kafka/topicCheck",
+        "kafka.strimziTopic.enabled=true": "strimziTopic",
+        "monitoring.prometheusRule.label.x=y": "label",
+        "kafka.minInsyncReplicas=4": "must not exceed kafka.replicationFactor",
+        "kafka.strimziTopics.enabled=true": "kafka.strimziTopics.cluster is required",
         "gateway.ingress.enabled=true,gateway.ingress.tlsSecret=": "tlsSecret is required",
         "worker.autoscaling.keda.enabled=true,kafka.securityProtocol=SASL_SSL,"
         "kafka.saslMechanism=PLAIN": "kafka.existingSecret is required",
@@ -410,3 +423,167 @@ def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
         done = subprocess.run(args, capture_output=True, text=True, check=False)
         assert done.returncode != 0, bad
         assert why in done.stderr, (bad, done.stderr[-2000:])
+
+
+def settings_topics(prefix: str, models: list[str], request: int, reply: int) -> dict[str, int]:
+    """What llmbus itself creates and checks for these models: ``Settings.topics()``."""
+    topics: dict[str, int] = {}
+    for model in models:
+        settings = Settings(
+            topic_prefix=prefix, model=model, request_partitions=request, reply_partitions=reply
+        )
+        topics |= settings.topics()
+    return topics
+
+
+def test_strimzi_kafka_topics_are_the_topics_llmbus_uses(helm: str) -> None:
+    assert not by_kind(render(helm), "KafkaTopic")  # off by default
+
+    # The defaults: the chart's values are the application's.
+    fields = Settings.model_fields
+    request, reply = fields["request_partitions"].default, fields["reply_partitions"].default
+    docs = render(helm, "kafka.strimziTopics.enabled=true", "kafka.strimziTopics.cluster=main")
+    topics = by_kind(docs, "KafkaTopic")
+    got = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in topics.values()}
+    assert got == settings_topics("llmbus", [fields["model"].default], request, reply)
+    for name, topic in topics.items():
+        assert "namespace" not in topic["metadata"], name  # the release's
+        assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "main"
+        # Deleting a KafkaTopic deletes its records: an uninstall must not.
+        assert topic["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert topic["spec"]["replicas"] == 3
+        assert topic["spec"]["config"]["min.insync.replicas"] == 2
+        retention = topic["spec"]["config"].get("retention.ms")
+        assert retention == (604_800_000 if name == "llmbus.dead-letter" else None), name
+
+    # Two models, one with capitals, "_" and "." in its name; every count changed.
+    models = ["Org/My_Model.v2", "all-minilm-l6-v2"]
+    docs = render(
+        helm,
+        "kafka.strimziTopics.enabled=true",
+        "kafka.strimziTopics.cluster=kafka-prod",
+        "kafka.strimziTopics.namespace=kafka",
+        "kafka.topicPrefix=acme_llm",
+        f"model.name={models[0]}",
+        "embeddings.enabled=true",
+        "kafka.requestPartitions=12",
+        "kafka.replyPartitions=48",
+        "kafka.replicationFactor=5",
+        "kafka.minInsyncReplicas=3",
+        "kafka.deadLetterRetentionMs=86400000",
+    )
+    expected = settings_topics("acme_llm", models, 12, 48)
+    assert "acme_llm.requests.Org-My_Model-v2" in expected
+    topics = by_kind(docs, "KafkaTopic")
+    assert len(topics) == len(expected)  # no two topics share a resource
+    assert {t["spec"]["topicName"]: t["spec"]["partitions"] for t in topics.values()} == expected
+    dns_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+    for name, topic in topics.items():
+        assert dns_1123.fullmatch(name) and len(name) <= 253, name
+        assert topic["metadata"]["namespace"] == "kafka"
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "kafka-prod"
+        assert topic["spec"]["replicas"] == 5
+        assert topic["spec"]["config"]["min.insync.replicas"] == 3
+        dead_letter = topic["spec"]["topicName"] == "acme_llm.dead-letter"
+        assert topic["spec"]["config"].get("retention.ms") == (86_400_000 if dead_letter else None)
+
+
+def test_topic_settings_reach_every_process_that_checks_topics(helm: str) -> None:
+    docs = render(
+        helm,
+        "embeddings.enabled=true",
+        "kafka.requestPartitions=12",
+        "kafka.replyPartitions=48",
+        "kafka.replicationFactor=5",
+        "kafka.minInsyncReplicas=3",
+        "kafka.topicCheck=refuse",
+    )
+    wanted = {
+        "LLMBUS_REQUEST_PARTITIONS": "12",
+        "LLMBUS_REPLY_PARTITIONS": "48",
+        "LLMBUS_TOPIC_REPLICATION_FACTOR": "5",
+        "LLMBUS_TOPIC_MIN_INSYNC_REPLICAS": "3",
+        "LLMBUS_TOPIC_CHECK": "refuse",
+    }
+    for name in wanted:  # each one a setting the application reads
+        assert name.removeprefix("LLMBUS_").lower() in Settings.model_fields, name
+    deployments = by_kind(docs, "Deployment")
+    for name in ("worker", "embedding-worker", "auditor", "gateway"):
+        env = env_of(deployments[f"rel-llmbus-{name}"])
+        got = {k: [e["value"] for e in env[k]] for k in wanted if k in env}
+        assert got == {k: [v] for k, v in wanted.items()}, name
+
+    defaults = env_of(by_kind(render(helm), "Deployment")["rel-llmbus-worker"])
+    fields = Settings.model_fields
+    assert defaults["LLMBUS_REQUEST_PARTITIONS"][0]["value"] == str(
+        fields["request_partitions"].default
+    )
+    assert defaults["LLMBUS_REPLY_PARTITIONS"][0]["value"] == str(
+        fields["reply_partitions"].default
+    )
+    assert defaults["LLMBUS_TOPIC_REPLICATION_FACTOR"][0]["value"] == "3"
+    assert defaults["LLMBUS_TOPIC_MIN_INSYNC_REPLICAS"][0]["value"] == "2"
+    assert defaults["LLMBUS_TOPIC_CHECK"][0]["value"] == "warn"
+
+
+def exported_llmbus_metrics() -> set[str]:
+    registry = CollectorRegistry()
+    for metrics in (WorkerMetrics, AuditMetrics, GatewayMetrics, TopicMetrics):
+        metrics(registry)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    return {
+        family.name + suffix
+        for family in registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+def test_prometheus_rule_ships_the_alert_file(helm: str) -> None:
+    assert not by_kind(render(helm), "PrometheusRule")  # off by default
+
+    docs = render(
+        helm,
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.prometheusRule.labels.release=kube-prometheus-stack",
+        "embeddings.enabled=true",
+    )
+    rule = by_kind(docs, "PrometheusRule")["rel-llmbus"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"  # ruleSelector
+    assert rule["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel"
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    assert rule["spec"] == {"groups": groups}
+
+    alerts = {r["alert"]: r for g in groups for r in g["rules"]}
+    assert set(alerts) == {
+        "LlmbusConsumerLagGrowing",
+        "LlmbusDeadLetters",
+        "LlmbusAuditBacklog",
+        "LlmbusEngineRestarts",
+        "LlmbusTopicUnderReplicated",
+        "LlmbusTopicOffline",
+    }
+    for name, alert in alerts.items():
+        assert re.fullmatch(r"\d+[smh]", alert["for"]), name
+        assert alert["labels"]["severity"] in {"warning", "critical"}, name
+        assert alert["annotations"]["summary"], name
+        assert "docs/operations.md" in alert["annotations"]["description"], name
+    assert alerts["LlmbusTopicOffline"]["labels"]["severity"] == "critical"
+    # Every llmbus metric an alert reads is one the code exports.
+    read = {m for a in alerts.values() for m in re.findall(r"\bllmbus_\w+", a["expr"])}
+    assert read and read <= exported_llmbus_metrics(), read - exported_llmbus_metrics()
+
+    # The restart alert matches the chart's worker containers, chat and embedding, by the
+    # container's name and the pod's (a Deployment's pod: <deployment>-<hash>-<id>).
+    restarts = alerts["LlmbusEngineRestarts"]["expr"]
+    container = re.search(r'container="([^"]+)"', restarts)
+    pod = re.search(r'pod=~"([^"]+)"', restarts)
+    assert container and pod
+    deployments = by_kind(docs, "Deployment")
+    for name in ("rel-llmbus-worker", "rel-llmbus-embedding-worker"):
+        spec = deployments[name]["spec"]["template"]["spec"]
+        assert [c["name"] for c in spec["containers"]] == [container[1]], name
+        assert re.fullmatch(pod[1], f"{name}-7d9f8b6c5d-x2x4z"), name
+    for name in ("rel-llmbus-auditor", "rel-llmbus-gateway", "rel-llmbus-notifier"):
+        assert not re.fullmatch(pod[1], f"{name}-7d9f8b6c5d-x2x4z"), name

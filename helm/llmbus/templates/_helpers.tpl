@@ -22,7 +22,12 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The topic-safe model name, as llmbus.settings derives it. */}}
 {{- define "llmbus.safeModel" -}}
-{{- regexReplaceAll "[^A-Za-z0-9_-]" .Values.model.name "-" -}}
+{{- include "llmbus.safeName" .Values.model.name -}}
+{{- end -}}
+
+{{/* Any model name made topic-safe (llmbus.settings._safe): called with the name. */}}
+{{- define "llmbus.safeName" -}}
+{{- regexReplaceAll "[^A-Za-z0-9_-]" . "-" -}}
 {{- end -}}
 
 {{/* Settings every llmbus process reads (LLMBUS_*); secrets only by reference. */}}
@@ -48,6 +53,7 @@ variable once, since a second LLMBUS_MODEL would silently win over the first. */
   value: {{ .Values.metrics.port | quote }}
 - name: LLMBUS_KAFKA_SECURITY_PROTOCOL
   value: {{ .Values.kafka.securityProtocol | quote }}
+{{- include "llmbus.topicEnv" . }}
 {{- if .Values.kafka.saslMechanism }}
 - name: LLMBUS_KAFKA_SASL_MECHANISM
   value: {{ .Values.kafka.saslMechanism | quote }}
@@ -59,6 +65,23 @@ variable once, since a second LLMBUS_MODEL would silently win over the first. */
   valueFrom: {secretKeyRef: {name: {{ .Values.kafka.existingSecret }}, key: password}}
 {{- end }}
 {{- include "llmbus.redactionEnv" . }}
+{{- end }}
+{{- end -}}
+
+{{/* The topics' shape: the partitions a process creates a missing topic with (the same as
+the KafkaTopics'), and the replication it checks llmbus's topics for at start. */}}
+{{- define "llmbus.topicEnv" -}}
+{{- with .Values.kafka }}
+- name: LLMBUS_REQUEST_PARTITIONS
+  value: {{ .requestPartitions | int64 | quote }}
+- name: LLMBUS_REPLY_PARTITIONS
+  value: {{ .replyPartitions | int64 | quote }}
+- name: LLMBUS_TOPIC_REPLICATION_FACTOR
+  value: {{ .replicationFactor | int64 | quote }}
+- name: LLMBUS_TOPIC_MIN_INSYNC_REPLICAS
+  value: {{ .minInsyncReplicas | int64 | quote }}
+- name: LLMBUS_TOPIC_CHECK
+  value: {{ .topicCheck | quote }}
 {{- end }}
 {{- end -}}
 

@@ -1,0 +1,211 @@
+"""``make bench-capacity``: how many requests per second llmbus itself carries when the
+engine is not the limit, on a three-node KRaft cluster (topics with three replicas, two
+in sync, acks=all).
+
+The engine is the stand-in (``tests/fakes/echo_engine.py`` with no step time: an answer
+is ready as soon as it is asked for), so what is measured is llmbus: decoding, lanes,
+the answered-log write, the final, offset commits; and the client's side.
+
+Stages, each timed on its own so the figures do not share the two cores:
+1. the client publishes N requests (``LlmbusClient.build_request`` + the bus producer);
+2. one ``llmbus worker`` process drains them; a reply reader per partition, as the
+   client's, decodes every final: requests/s from the first final to the last;
+3. the same with two worker processes on N fresh requests;
+4. ``llmbus auditor`` stores all of it (requests and finals): rows/s, first to last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import save_report
+from bench.audit import rows_stored
+from llmbus.bus import BusProducer, PartitionReader, ensure_topics
+from llmbus.producers import LlmbusClient
+from llmbus.schemas import ChatResult, decode, encode
+from llmbus.settings import Settings
+from llmbus.stack.local_stack import LocalStack
+from llmbus.stack.processes import free_port
+
+WORKER_SEQS = 512
+"""In flight per worker: with instant answers, enough that the engine never waits."""
+IN_FLIGHT = 5_000
+"""Records published before waiting for acknowledgements: enough to keep batches full."""
+
+
+def cluster_settings(state: Path, prefix: str, bootstrap: str, postgres_port: int) -> Settings:
+    return Settings(
+        state_dir=state,
+        kafka_bootstrap=bootstrap,
+        postgres_port=postgres_port,
+        topic_prefix=prefix,
+        request_partitions=8,
+        reply_partitions=8,
+    )
+
+
+async def publish(settings: Settings, n: int) -> float:
+    """Requests/s the client side publishes (build, encode, produce, acknowledged)."""
+    client = LlmbusClient.from_settings(settings, reply_partition=0)
+    producer = BusProducer(settings.kafka, client_id="bench-capacity", max_request_bytes=1 << 20)
+    async with producer:
+        start = time.perf_counter()
+        pending = []
+        for i in range(n):
+            request = client.build_request(
+                f"question {i}: what is {i} plus one?", request_id=f"cap-{i}", max_tokens=8
+            )
+            request = request.model_copy(
+                update={"reply_to": request.reply_to.model_copy(update={"partition": i % 8})}
+            )
+            value, headers = encode(request)
+            key = request.kafka_key.encode()
+            pending.append(await producer.enqueue(settings.requests_topic, value, headers, key=key))
+            if len(pending) >= IN_FLIGHT:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        return n / (time.perf_counter() - start)
+
+
+async def read_finals(settings: Settings, n: int) -> float:
+    """Requests/s answered: finals decoded by one reader per reply partition, from the
+    first final to the last."""
+    finals = 0
+    first: float | None = None
+
+    async def read(partition: int) -> None:
+        nonlocal finals, first
+        async with PartitionReader(
+            settings.kafka,
+            topic=settings.replies_topic,
+            partition=partition,
+            client_id="cap",
+            from_beginning=True,
+        ) as reader:
+            while finals < n:
+                for record in await reader.getmany(timeout_ms=200):
+                    if isinstance(decode(record.value, record.headers), ChatResult):
+                        first = first or time.perf_counter()
+                        finals += 1
+
+    await asyncio.gather(*(read(p) for p in range(settings.reply_partitions)))
+    assert first is not None
+    return n / (time.perf_counter() - first)
+
+
+def start_process(
+    args: list[str], settings: Settings, stack: LocalStack, log: Path, extra: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **stack.env(),
+        "LLMBUS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "LLMBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "LLMBUS_REQUEST_PARTITIONS": str(settings.request_partitions),
+        "LLMBUS_REPLY_PARTITIONS": str(settings.reply_partitions),
+        "LLMBUS_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    with log.open("w") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "llmbus.cli", *args], env=env, stdout=fh, stderr=fh
+        )
+
+
+def workers_rate(settings: Settings, stack: LocalStack, n: int, workers: int) -> float:
+    procs = [
+        start_process(
+            ["worker", "--engine", "tests.fakes.echo_engine:factory"],
+            settings,
+            stack,
+            settings.state_dir / f"{settings.topic_prefix}-w{i}.log",
+            {
+                "LLMBUS_TEST_STEP_S": "0",
+                "LLMBUS_MAX_NUM_SEQS": str(WORKER_SEQS),
+                "LLMBUS_WORKER_ID": f"cap-{i}",
+            },
+        )
+        for i in range(workers)
+    ]
+    try:
+        return asyncio.run(read_finals(settings, n))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+def auditor_rate(settings: Settings, stack: LocalStack, want: int) -> float:
+    port = free_port()
+    proc = start_process(
+        ["auditor"], settings, stack, settings.state_dir / "auditor.log",
+        {"LLMBUS_METRICS_PORT": str(port)},
+    )  # fmt: skip
+    try:
+        first: tuple[float, int] | None = None
+        while True:
+            time.sleep(0.25)  # each scrape costs the auditor CPU: not too often
+            stored = rows_stored(port)
+            if stored and first is None:
+                first = (time.perf_counter(), stored)
+            if stored >= want:
+                assert first is not None
+                return (stored - first[1]) / (time.perf_counter() - first[0])
+            if proc.poll() is not None:
+                raise RuntimeError("auditor exited early: see auditor.log")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=30_000, help="requests per worker stage")
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="llmbus-bench-"))
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    base = Settings(state_dir=state, postgres_port=free_port())
+    stack = LocalStack(base, fast_unsafe=False, kafka_ports=ports)
+    asyncio.run(stack.up())
+    try:
+        one = cluster_settings(state, "cap1", stack.kafka.bootstrap, base.postgres_port)
+        two = cluster_settings(state, "cap2", stack.kafka.bootstrap, base.postgres_port)
+        rates: dict[str, float] = {}
+        for label, settings, workers in (("1 worker", one, 1), ("2 workers", two, 2)):
+            asyncio.run(ensure_topics(settings.kafka, settings.topics()))
+            published = asyncio.run(publish(settings, args.n))
+            print(f"[bench] client published {args.n} requests: {published:.0f} req/s")
+            rates[label] = workers_rate(settings, stack, args.n, workers)
+            print(f"[bench] {label}: {rates[label]:.0f} req/s", flush=True)
+        audit = auditor_rate(one, stack, 2 * args.n)  # cap1: its requests and finals
+        print(f"[bench] auditor: {audit:.0f} rows/s", flush=True)
+    finally:
+        stack.down(purge=True)
+        shutil.rmtree(state, ignore_errors=True)
+    report = {
+        "n": args.n,
+        "brokers": 3,
+        "publish_req_s": published,
+        "one_worker_req_s": rates["1 worker"],
+        "two_workers_req_s": rates["2 workers"],
+        "auditor_rows_s": audit,
+    }
+    save_report("capacity", report)
+    print(
+        f"capacity: {rates['1 worker']:.0f} req/s per worker process "
+        f"(2 workers: {rates['2 workers']:.0f} req/s, auditor {audit:.0f} rows/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""``TopicWatch``: do llmbus's topics look as the settings say, and do they stay healthy?
+
+At start-up it compares each topic's partitions, replicas, ``min.insync.replicas`` and
+in-sync replicas with the settings, and warns or refuses (``topic_check``). Then, every
+minute, it exports under-replicated and offline partitions as gauges and logs each
+change, so an operator sees a broker's loss without a Kafka exporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Self
+
+from llmbus.background import cancel_and_wait
+from llmbus.bus.admin import ClusterState, describe_topics
+from llmbus.bus.endpoint import Kafka
+from llmbus.errors import BrokerUnavailableError, TopicLayoutError
+from llmbus.metrics import TopicMetrics
+from llmbus.settings import TopicLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicProblem:
+    topic: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.topic}: {self.what}"
+
+
+def find_problems(
+    expected: dict[str, int], state: ClusterState, layout: TopicLayout
+) -> list[TopicProblem]:
+    """Every way the named topics fall short of ``expected`` partitions and ``layout``."""
+    replicas = layout.replicas(len(state.brokers))
+    problems = []
+    for name, partitions in expected.items():
+        topic = state.topics.get(name)
+        if topic is None:
+            problems.append(TopicProblem(name, "does not exist"))
+            continue
+        if len(topic.partitions) < partitions:
+            problems.append(TopicProblem(name, (
+                f"{len(topic.partitions)} partitions, settings expect {partitions} "
+                "(fewer workers can share it than the settings plan for)"
+            )))  # fmt: skip
+        if topic.replicas < replicas:
+            problems.append(TopicProblem(name, (
+                f"replication factor {topic.replicas}, settings expect {replicas} "
+                "(a broker's loss can lose acknowledged records or stop the topic)"
+            )))  # fmt: skip
+        # Judged against the replicas the topic has: too few of those is said above.
+        in_sync = layout.in_sync(min(topic.replicas, replicas))
+        if topic.min_insync_replicas is not None and topic.min_insync_replicas < in_sync:
+            problems.append(TopicProblem(name, (
+                f"min.insync.replicas {topic.min_insync_replicas}, settings expect {in_sync} "
+                "(an acknowledged record may be on fewer brokers than planned)"
+            )))  # fmt: skip
+        if offline := [p.partition for p in topic.partitions if p.leader < 0]:
+            problems.append(TopicProblem(name, f"partitions {offline} have no leader"))
+        if under := [p.partition for p in topic.partitions if len(p.isr) < len(p.replicas)]:
+            problems.append(TopicProblem(name, f"partitions {under} are under-replicated"))
+    return problems
+
+
+class TopicWatch:
+    def __init__(
+        self,
+        kafka: Kafka,
+        expected: dict[str, int],
+        layout: TopicLayout,
+        metrics: TopicMetrics | None = None,
+        *,
+        interval_s: float = 60.0,
+    ) -> None:
+        """``interval_s``: between health checks after start-up. A minute tells an
+        operator of a lost replica well within an alert's ``for:`` window, at the cost of
+        one metadata request per process per minute."""
+        self._kafka = kafka
+        self._expected = expected
+        self._layout = layout
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+        self._last: set[TopicProblem] = set()
+
+    async def start(self) -> None:
+        """Check once; warn about each problem, or raise ``TopicLayoutError`` with all of
+        them when the layout says refuse."""
+        problems = await self.check()
+        if problems and self._layout.check == "refuse":
+            raise TopicLayoutError(
+                "topics do not match the settings (LLMBUS_TOPIC_CHECK=refuse): "
+                + "; ".join(map(str, problems))
+            )
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def check(self) -> list[TopicProblem]:
+        """Look once: log problems that are new or gone since the last look, update the
+        gauges, and return the problems."""
+        state = await describe_topics(self._kafka, list(self._expected))
+        problems = find_problems(self._expected, state, self._layout)
+        for problem in sorted(set(problems) - self._last, key=str):
+            log.warning("topic check: %s", problem)
+        for problem in sorted(self._last - set(problems), key=str):
+            log.info("topic check: mended: %s", problem)
+        self._last = set(problems)
+        if self._metrics is not None:
+            for name, topic in state.topics.items():
+                parts = topic.partitions
+                under = sum(1 for p in parts if len(p.isr) < len(p.replicas))
+                self._metrics.under_replicated.labels(topic=name).set(under)
+                self._metrics.offline.labels(topic=name).set(sum(1 for p in parts if p.leader < 0))
+        return problems
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.check()
+            except BrokerUnavailableError as exc:
+                # The worker's own consumer reports a broker that is away; here it only
+                # means this minute's gauges are not updated.
+                log.warning("topic check: cannot describe topics: %s", exc)

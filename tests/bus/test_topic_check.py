@@ -1,0 +1,90 @@
+"""The topic check's judgement (pure), and the watch on a real broker: warn or refuse."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from llmbus.bus import ensure_topics
+from llmbus.bus.admin import ClusterState, PartitionState, TopicState
+from llmbus.bus.topic_check import TopicWatch, find_problems
+from llmbus.errors import TopicLayoutError
+from llmbus.metrics import TopicMetrics
+from llmbus.settings import TopicLayout
+from llmbus.stack.local_stack import LocalStack
+
+
+def topic(name: str, partitions: int, replicas: int, *, isr: int | None = None,
+          leader: int = 1, min_isr: int | None = 2) -> TopicState:  # fmt: skip
+    nodes = tuple(range(1, replicas + 1))
+    in_sync = nodes[: replicas if isr is None else isr]
+    return TopicState(
+        name,
+        tuple(PartitionState(name, p, leader, nodes, in_sync) for p in range(partitions)),
+        min_isr,
+    )
+
+
+def cluster(*topics: TopicState, brokers: int = 3) -> ClusterState:
+    return ClusterState(tuple(range(1, brokers + 1)), {t.name: t for t in topics})
+
+
+def test_a_topic_as_planned_has_no_problem() -> None:
+    assert find_problems({"a": 4}, cluster(topic("a", 4, 3)), TopicLayout()) == []
+    # More partitions than planned is fine: more workers can share the topic.
+    assert find_problems({"a": 4}, cluster(topic("a", 8, 3)), TopicLayout()) == []
+
+
+def test_one_broker_expects_one_replica_and_one_in_sync() -> None:
+    state = cluster(topic("a", 4, 1, min_isr=1), brokers=1)
+    assert find_problems({"a": 4}, state, TopicLayout()) == []
+
+
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [
+        (topic("a", 2, 3), "2 partitions, settings expect 4"),
+        (topic("a", 4, 1, min_isr=1), "replication factor 1, settings expect 3"),
+        (topic("a", 4, 3, min_isr=1), "min.insync.replicas 1, settings expect 2"),
+        (topic("a", 4, 3, isr=2), "partitions [0, 1, 2, 3] are under-replicated"),
+        (topic("a", 4, 3, leader=-1), "partitions [0, 1, 2, 3] have no leader"),
+    ],
+)
+def test_each_shortfall_is_named(state: TopicState, words: str) -> None:
+    problems = find_problems({"a": 4}, cluster(state), TopicLayout())
+    assert len(problems) == 1, problems
+    assert str(problems[0]).startswith(f"a: {words}")
+
+
+def test_a_missing_topic_and_an_explicit_replication_factor() -> None:
+    layout = TopicLayout(replication_factor=2, min_insync_replicas=3)
+    problems = find_problems({"a": 1, "b": 1}, cluster(topic("a", 1, 2)), layout)
+    assert [str(p) for p in problems] == ["b: does not exist"]
+    assert layout.in_sync(2) == 2, "never above the replicas: no write could succeed"
+
+
+@pytest.mark.integration
+async def test_watch_warns_or_refuses_on_a_real_broker(
+    stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap = stack.kafka.bootstrap
+    name = f"check-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, {name: 2})
+    planned = {name: 4}
+    metrics = TopicMetrics(CollectorRegistry())
+    with caplog.at_level(logging.WARNING):
+        async with TopicWatch(bootstrap, planned, TopicLayout(), metrics) as watch:
+            assert [p.what for p in await watch.check()] == [
+                "2 partitions, settings expect 4 "
+                "(fewer workers can share it than the settings plan for)"
+            ]
+    assert f"topic check: {name}: 2 partitions" in caplog.text
+    assert metrics.under_replicated.labels(topic=name)._value.get() == 0
+    with pytest.raises(TopicLayoutError, match=f"{name}: 2 partitions"):
+        await TopicWatch(bootstrap, planned, TopicLayout(check="refuse")).start()
+    # As planned, refuse starts quietly.
+    async with TopicWatch(bootstrap, {name: 2}, TopicLayout(check="refuse")) as watch:
+        assert await watch.check() == []
