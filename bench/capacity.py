@@ -8,10 +8,11 @@ the answered-log write, the final, offset commits; and the client's side.
 
 Stages, each timed on its own so the figures do not share the two cores:
 1. the client publishes N requests (``LlmbusClient.build_request`` + the bus producer);
-2. one ``llmbus worker`` process drains them; a reply reader per partition, as the
-   client's, decodes every final: requests/s from the first final to the last;
+2. one ``llmbus worker`` process drains them; a reply reader per partition counts the
+   finals as a client's router finds them (by header): requests/s, first final to last;
 3. the same with two worker processes on N fresh requests;
-4. ``llmbus auditor`` stores all of it (requests and finals): rows/s, first to last.
+4. one client process decodes those finals into ``ChatResult``s: finals/s;
+5. ``llmbus auditor`` stores the first stage's requests and finals: rows/s.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from pathlib import Path
 
 from bench import save_report
 from bench.audit import rows_stored
-from llmbus.bus import BusProducer, PartitionReader, ensure_topics
+from llmbus.bus import BusProducer, PartitionReader, Record, ensure_topics
 from llmbus.producers import LlmbusClient
 from llmbus.schemas import ChatResult, decode, encode
+from llmbus.schemas.wire import H_KIND, header
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.processes import free_port
@@ -76,14 +78,27 @@ async def publish(settings: Settings, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-async def read_finals(settings: Settings, n: int) -> float:
-    """Requests/s answered: finals decoded by one reader per reply partition, from the
-    first final to the last."""
-    finals = 0
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def read_finals(
+    settings: Settings, n: int, pids: list[int]
+) -> tuple[float, float, list[Record]]:
+    """Requests/s answered: finals counted (by their kind header, as a client's router
+    skips others' replies) by one reader per reply partition, first final to last; and
+    the workers' CPU milliseconds per request over the same span."""
+    finals: list[Record] = []
     first: float | None = None
+    cpu_at_first = 0.0
 
     async def read(partition: int) -> None:
-        nonlocal finals, first
+        nonlocal first, cpu_at_first
         async with PartitionReader(
             settings.kafka,
             topic=settings.replies_topic,
@@ -91,15 +106,25 @@ async def read_finals(settings: Settings, n: int) -> float:
             client_id="cap",
             from_beginning=True,
         ) as reader:
-            while finals < n:
+            while len(finals) < n:
                 for record in await reader.getmany(timeout_ms=200):
-                    if isinstance(decode(record.value, record.headers), ChatResult):
-                        first = first or time.perf_counter()
-                        finals += 1
+                    if header(record.headers, H_KIND) == "result":
+                        if first is None:
+                            first, cpu_at_first = time.perf_counter(), cpu_seconds(pids)
+                        finals.append(record)
 
     await asyncio.gather(*(read(p) for p in range(settings.reply_partitions)))
     assert first is not None
-    return n / (time.perf_counter() - first)
+    cpu_ms = 1000 * (cpu_seconds(pids) - cpu_at_first) / len(finals)
+    return n / (time.perf_counter() - first), cpu_ms, finals
+
+
+def decode_rate(finals: list[Record]) -> float:
+    """Finals/s one client process turns into ``ChatResult``s (the client's own cost)."""
+    start = time.perf_counter()
+    for record in finals:
+        assert isinstance(decode(record.value, record.headers), ChatResult)
+    return len(finals) / (time.perf_counter() - start)
 
 
 def start_process(
@@ -121,7 +146,9 @@ def start_process(
         )
 
 
-def workers_rate(settings: Settings, stack: LocalStack, n: int, workers: int) -> float:
+def workers_rate(
+    settings: Settings, stack: LocalStack, n: int, workers: int
+) -> tuple[float, float, list[Record]]:
     procs = [
         start_process(
             ["worker", "--engine", "tests.fakes.echo_engine:factory"],
@@ -137,7 +164,7 @@ def workers_rate(settings: Settings, stack: LocalStack, n: int, workers: int) ->
         for i in range(workers)
     ]
     try:
-        return asyncio.run(read_finals(settings, n))
+        return asyncio.run(read_finals(settings, n, [proc.pid for proc in procs]))
     finally:
         for proc in procs:
             proc.terminate()
@@ -181,12 +208,20 @@ def main() -> None:
         one = cluster_settings(state, "cap1", stack.kafka.bootstrap, base.postgres_port)
         two = cluster_settings(state, "cap2", stack.kafka.bootstrap, base.postgres_port)
         rates: dict[str, float] = {}
+        cpu_ms: dict[str, float] = {}
         for label, settings, workers in (("1 worker", one, 1), ("2 workers", two, 2)):
             asyncio.run(ensure_topics(settings.kafka, settings.topics()))
             published = asyncio.run(publish(settings, args.n))
             print(f"[bench] client published {args.n} requests: {published:.0f} req/s")
-            rates[label] = workers_rate(settings, stack, args.n, workers)
-            print(f"[bench] {label}: {rates[label]:.0f} req/s", flush=True)
+            rates[label], cpu_ms[label], finals = workers_rate(settings, stack, args.n, workers)
+            print(
+                f"[bench] {label}: {rates[label]:.0f} req/s; worker CPU "
+                f"{cpu_ms[label]:.2f} ms per request ({1000 / cpu_ms[label]:.0f} req/s per "
+                "busy core)",
+                flush=True,
+            )
+        decoded = decode_rate(finals)
+        print(f"[bench] client decodes {decoded:.0f} finals/s", flush=True)
         audit = auditor_rate(one, stack, 2 * args.n)  # cap1: its requests and finals
         print(f"[bench] auditor: {audit:.0f} rows/s", flush=True)
     finally:
@@ -196,8 +231,10 @@ def main() -> None:
         "n": args.n,
         "brokers": 3,
         "publish_req_s": published,
+        "client_decode_finals_s": decoded,
         "one_worker_req_s": rates["1 worker"],
         "two_workers_req_s": rates["2 workers"],
+        "worker_cpu_ms_per_request": cpu_ms["1 worker"],
         "auditor_rows_s": audit,
     }
     save_report("capacity", report)

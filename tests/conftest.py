@@ -252,6 +252,8 @@ class Bus:
             "LLMBUS_TOPIC_PREFIX": self.settings.topic_prefix,
             "LLMBUS_MODEL": self.settings.model,
             "LLMBUS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            "LLMBUS_REQUEST_PARTITIONS": str(self.settings.request_partitions),
+            "LLMBUS_REPLY_PARTITIONS": str(self.settings.reply_partitions),
             "LLMBUS_DTYPE": "float32",  # as the session engine, on any machine
         }
 

@@ -46,7 +46,7 @@ def find_problems(
         if len(topic.partitions) < partitions:
             problems.append(TopicProblem(name, (
                 f"{len(topic.partitions)} partitions, settings expect {partitions} "
-                "(fewer workers can share it than the settings plan for)"
+                "(LLMBUS_REQUEST_PARTITIONS, LLMBUS_REPLY_PARTITIONS)"
             )))  # fmt: skip
         if topic.replicas < replicas:
             problems.append(TopicProblem(name, (

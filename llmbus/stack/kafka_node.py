@@ -208,8 +208,11 @@ class KafkaNode:
             "share.coordinator.state.topic.min.isr": in_sync,
             "default.replication.factor": replicas,
             "min.insync.replicas": in_sync,
-            # A dev/test stack: no reason to delay the first rebalance of a new group.
-            "group.initial.rebalance.delay.ms": "0",
+            # One node: no reason to delay the first rebalance of a new group. On a
+            # cluster, Kafka's 3 s: workers started together then join one generation;
+            # with no delay two of them were seen to rejoin in turn, each completing a
+            # generation alone, for minutes (aiokafka 0.14, Kafka 4.1).
+            "group.initial.rebalance.delay.ms": "0" if self.cluster_size == 1 else "3000",
             # A dead node is fenced (its partitions get new leaders) after this long
             # without a heartbeat. Kafka's 9 s suits real networks; on loopback 6 s keeps
             # a killed node's clients waiting less, with room for a GC pause on 2 cores.

@@ -78,8 +78,8 @@ async def test_watch_warns_or_refuses_on_a_real_broker(
     with caplog.at_level(logging.WARNING):
         async with TopicWatch(bootstrap, planned, TopicLayout(), metrics) as watch:
             assert [p.what for p in await watch.check()] == [
-                "2 partitions, settings expect 4 "
-                "(fewer workers can share it than the settings plan for)"
+                "2 partitions, settings expect 4 (LLMBUS_REQUEST_PARTITIONS, "
+                "LLMBUS_REPLY_PARTITIONS)"
             ]
     assert f"topic check: {name}: 2 partitions" in caplog.text
     assert metrics.under_replicated.labels(topic=name)._value.get() == 0
