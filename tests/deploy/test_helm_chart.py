@@ -411,6 +411,9 @@ def test_values_schema_and_required_values_refuse_bad_input(helm: str) -> None:
         "kafka.strimziTopic.enabled=true": "strimziTopic",
         "monitoring.prometheusRule.label.x=y": "label",
         "kafka.minInsyncReplicas=4": "must not exceed kafka.replicationFactor",
+        "worker.autoscaling.keda.enabled=true,worker.autoscaling.keda.maxReplicas=5": (
+            "maxReplicas must not exceed kafka.requestPartitions"
+        ),
         "kafka.strimziTopics.enabled=true": "kafka.strimziTopics.cluster is required",
         "gateway.ingress.enabled=true,gateway.ingress.tlsSecret=": "tlsSecret is required",
         "worker.autoscaling.keda.enabled=true,kafka.securityProtocol=SASL_SSL,"
