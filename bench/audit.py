@@ -138,6 +138,14 @@ def run_auditor(settings: Settings, stack: LocalStack, want: int, log: Path) -> 
         proc = subprocess.Popen(
             [sys.executable, "-m", "llmbus.cli", "auditor"], env=env, stdout=fh, stderr=fh
         )
+    return auditor_rows_per_second(proc, port, want, log)
+
+
+def auditor_rows_per_second(
+    proc: subprocess.Popen[bytes], port: int, want: int, log: Path
+) -> float:
+    """Rows/s a started auditor (its metrics on ``port``) stores until it has ``want``
+    rows, first row to last; stops it."""
     try:
         first: tuple[float, int] | None = None
         while True:

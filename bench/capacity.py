@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench import save_report
-from bench.audit import rows_stored
+from bench.audit import auditor_rows_per_second
 from llmbus.bus import BusProducer, PartitionReader, Record, ensure_topics
 from llmbus.producers import LlmbusClient
 from llmbus.schemas import ChatResult, decode, encode
@@ -174,25 +174,9 @@ def workers_rate(
 
 def auditor_rate(settings: Settings, stack: LocalStack, want: int) -> float:
     port = free_port()
-    proc = start_process(
-        ["auditor"], settings, stack, settings.state_dir / "auditor.log",
-        {"LLMBUS_METRICS_PORT": str(port)},
-    )  # fmt: skip
-    try:
-        first: tuple[float, int] | None = None
-        while True:
-            time.sleep(0.25)  # each scrape costs the auditor CPU: not too often
-            stored = rows_stored(port)
-            if stored and first is None:
-                first = (time.perf_counter(), stored)
-            if stored >= want:
-                assert first is not None
-                return (stored - first[1]) / (time.perf_counter() - first[0])
-            if proc.poll() is not None:
-                raise RuntimeError("auditor exited early: see auditor.log")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    log = settings.state_dir / "auditor.log"
+    proc = start_process(["auditor"], settings, stack, log, {"LLMBUS_METRICS_PORT": str(port)})
+    return auditor_rows_per_second(proc, port, want, log)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,6 +85,15 @@ async def analyst_db(stack: LocalStack) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(stack.postgres.url("llmbus_reader"))
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """helm from PATH, or built once from the Go module proxy by scripts/helm.sh."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "helm.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
 
 
 # --- vLLM ------------------------------------------------------------------------------

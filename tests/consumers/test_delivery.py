@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llmbus.bus import BusProducer, PartitionReader
+from llmbus.bus import BusProducer
 from llmbus.consumers.engine import Engine
 from llmbus.errors import RemoteError
 from llmbus.schemas import ChatResult, StreamDelta, encode
-from llmbus.schemas.wire import H_KIND, H_REQUEST_ID, header
 from tests.conftest import Bus
+from tests.e2e.fault_load import collect_finals
 from tests.fakes.echo_engine import EchoEngine
 
 pytestmark = pytest.mark.integration
@@ -121,28 +121,6 @@ async def test_signal_finishes_in_flight_work_commits_and_exits_zero(
     await bus.start_worker(engine, worker_id="after")
     await asyncio.sleep(8)
     assert engine.seen == []
-
-
-async def collect_finals(
-    bus: Bus,
-    partition: int,
-    ids: set[str],
-    stop: asyncio.Event,
-    finals: dict[str, list[bytes]],
-) -> None:
-    """Every distinct final on the wire per request id: a resent final is byte-identical
-    to the first, a recomputed one is not (other worker id and timestamps)."""
-    async with PartitionReader(
-        bus.settings.kafka_bootstrap,
-        topic=bus.settings.replies_topic,
-        partition=partition,
-        client_id="counter",
-    ) as reader:
-        while not stop.is_set():
-            for record in await reader.getmany(timeout_ms=200):
-                rid = header(record.headers, H_REQUEST_ID)
-                if rid in ids and header(record.headers, H_KIND) in ("result", "error"):
-                    finals.setdefault(rid, []).append(record.value or b"")
 
 
 async def test_kill_9_of_one_of_two_workers_loses_nothing(

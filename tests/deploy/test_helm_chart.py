@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -19,16 +18,6 @@ from llmbus.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "llmbus"
 ALERTS = CHART / "alerts" / "llmbus-alerts.yaml"
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    """helm from PATH, or built once from the Go module proxy by scripts/helm.sh."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "helm.sh")], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
 
 
 def render(helm: str, *sets: str) -> list[dict[str, Any]]:

@@ -192,16 +192,6 @@ async def drive_traffic(bus: Bus, gateway: str, key: str, limited_key: str, n: i
     return statuses
 
 
-@pytest.fixture(scope="session")
-def helm() -> str:
-    """helm from PATH, or built once from the Go module proxy by scripts/helm.sh."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "helm.sh")], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
-
-
 async def test_dashboard_queries_and_alert_rules_against_a_real_prometheus(
     bus: Bus, prometheus_factory: Any
 ) -> None:
