@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -15,6 +16,7 @@ from llmbus.errors import TopicLayoutError
 from llmbus.metrics import TopicMetrics
 from llmbus.settings import TopicLayout
 from llmbus.stack.local_stack import LocalStack
+from tests.conftest import Bus
 
 
 def topic(name: str, partitions: int, replicas: int, *, isr: int | None = None,
@@ -88,3 +90,21 @@ async def test_watch_warns_or_refuses_on_a_real_broker(
     # As planned, refuse starts quietly.
     async with TopicWatch(bootstrap, {name: 2}, TopicLayout(check="refuse")) as watch:
         assert await watch.check() == []
+
+
+@pytest.mark.integration
+async def test_a_worker_process_refuses_or_warns_at_start_up(bus: Bus) -> None:
+    """The wiring, end to end: ``llmbus worker`` planned for more request partitions than
+    its topics have exits 2 naming them with ``refuse``, and serves with ``warn``."""
+    planned = {"LLMBUS_REQUEST_PARTITIONS": "8"}  # the bus's topics have 4
+    refusing = bus.spawn_worker_process(
+        "refuser", extra_env={**planned, "LLMBUS_TOPIC_CHECK": "refuse"}
+    )
+    code = await asyncio.to_thread(refusing.wait, 120)
+    out = refusing.stdout.read().decode() if refusing.stdout else ""
+    assert code == 2, out[-2000:]
+    assert f"{bus.settings.requests_topic}: 4 partitions, settings expect 8" in out
+    warning = bus.spawn_worker_process("warner", extra_env=planned)
+    async with bus.client(timeout_s=120) as client:
+        assert (await client.chat("still served")).request_id
+    assert warning.poll() is None
