@@ -79,9 +79,12 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from llmbus.stack.kafka_cluster import formatted_nodes
     from llmbus.stack.local_stack import LocalStack
 
-    kafka, postgres = LocalStack(settings).down(purge=args.purge)
+    # Every node the state folder holds, whatever LLMBUS_KAFKA_BROKERS says now.
+    stack = LocalStack(settings, brokers=formatted_nodes(settings.state_dir) or None)
+    kafka, postgres = stack.down(purge=args.purge)
     print(
         f"Kafka {'stopped' if kafka else 'was not running'}; "
         f"PostgreSQL {'stopped' if postgres else 'was not running'}"

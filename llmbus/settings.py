@@ -110,11 +110,14 @@ class Settings(BaseSettings):
     topic_min_insync_replicas: int = Field(default=2, ge=1)
     """``min.insync.replicas`` of the topics llmbus creates (at most their replicas).
     Producers use acks=all, so an acknowledged record is on this many brokers: with 3
-    replicas and 2, any one broker can die without losing an acknowledged request."""
+    replicas and 2, any one broker can die without losing an acknowledged request (with 2
+    brokers, 2 replicas and 2 in sync, a broker's death stops writes instead)."""
     topic_check: Literal["warn", "refuse"] = "warn"
     """What workers, auditor and gateway do at start-up when an existing topic has fewer
-    partitions or replicas than the settings ask, or is under-replicated: log a warning,
-    or refuse to start (exit 2; on Kubernetes the pod is retried until it is mended)."""
+    partitions or replicas (or a lower min.insync.replicas) than the settings ask: log a
+    warning, or refuse to start (a non-zero exit; on Kubernetes the pod is retried until
+    the topics are mended). Under-replicated or leaderless partitions only warn: they
+    pass by themselves, as during a rolling restart of the brokers."""
 
     metrics_port: int | None = None
     """Serve Prometheus metrics on 127.0.0.1:<port> when set."""

@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 
 from llmbus.bus.endpoint import Kafka, client_kwargs, describe
-from llmbus.errors import BrokerUnavailableError
+from llmbus.errors import BrokerUnavailableError, SetupError
 from llmbus.settings import TopicLayout
 
 _UNKNOWN_TOPIC = 3  # Kafka's UNKNOWN_TOPIC_OR_PARTITION
+_TOPIC_EXISTS = 36  # TOPIC_ALREADY_EXISTS
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class ClusterState:
     brokers: tuple[int, ...]
     topics: dict[str, TopicState]
     """Only the asked-for topics that exist."""
+    errors: dict[str, int] = field(default_factory=dict)
+    """Asked-for topics Kafka would not describe (an ACL, say), with its error code."""
 
 
 @contextlib.asynccontextmanager
@@ -57,8 +61,10 @@ async def _admin(kafka: Kafka, what: str) -> AsyncIterator[AIOKafkaAdminClient]:
     try:
         await admin.start()
         yield admin
-    except KafkaError as exc:
-        raise BrokerUnavailableError(f"cannot {what} on {describe(kafka)}: {exc}") from exc
+    except (KafkaError, TimeoutError) as exc:
+        # TimeoutError: a request to a controller or broker that just died times out as
+        # the builtin, not as a KafkaError.
+        raise BrokerUnavailableError(f"cannot {what} on {describe(kafka)}: {exc!r}") from exc
     finally:
         await admin.close()
 
@@ -85,10 +91,22 @@ async def ensure_topics(
                 NewTopic(name, topics[name], replication_factor=replicas, topic_configs=configs)
                 for name in missing
             ]
-            # Another process may create one between list and create: that is fine.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
+            response = await admin.create_topics(new)
+            _raise_refusals(response.to_object()["topic_errors"])
         await _wait_for_metadata(admin, set(topics))
+
+
+def _raise_refusals(errors: list[dict[str, Any]]) -> None:
+    """aiokafka returns each topic's error code instead of raising: a topic that another
+    process created meanwhile is fine; any other refusal (too many replicas for the
+    cluster, a policy, an ACL) is a setup error worth its own message."""
+    refused = [
+        f"{e['topic']}: Kafka error {e['error_code']} {e.get('error_message') or ''}".strip()
+        for e in errors
+        if e["error_code"] not in (0, _TOPIC_EXISTS)
+    ]
+    if refused:
+        raise SetupError("topics not created: " + "; ".join(refused))
 
 
 async def describe_topics(kafka: Kafka, names: list[str]) -> ClusterState:
@@ -96,8 +114,12 @@ async def describe_topics(kafka: Kafka, names: list[str]) -> ClusterState:
     ``min.insync.replicas`` of each named topic that exists."""
     async with _admin(kafka, "describe topics") as admin:
         cluster = await admin.describe_cluster()
-        found = [t for t in await admin.describe_topics(names) if t["error_code"] != _UNKNOWN_TOPIC]
+        described = await admin.describe_topics(names)
+        found = [t for t in described if t["error_code"] == 0]
         in_sync = await _min_insync(admin, [t["topic"] for t in found])
+    errors = {
+        t["topic"]: t["error_code"] for t in described if t["error_code"] not in (0, _UNKNOWN_TOPIC)
+    }
     topics = {
         t["topic"]: TopicState(
             t["topic"],
@@ -111,25 +133,41 @@ async def describe_topics(kafka: Kafka, names: list[str]) -> ClusterState:
         )
         for t in found
     }
-    return ClusterState(tuple(sorted(b["node_id"] for b in cluster["brokers"])), topics)
+    brokers = tuple(sorted(b["node_id"] for b in cluster["brokers"]))
+    return ClusterState(brokers, topics, errors)
 
 
 async def _min_insync(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
+    pending = list(names)
     # A broker that has not yet caught up with a new topic's metadata answers "unknown
-    # topic" for it; asked again (up to ~2 s), it knows.
+    # topic" for it; asked again (up to ~2 s), it knows. Other refusals are final.
     for _ in range(20):
-        if not (missing := [name for name in names if name not in found]):
-            break
-        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in missing]
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in pending]
+        pending = []
         for response in await admin.describe_configs(resources):
             for resource in response.to_object()["resources"]:
+                if resource["error_code"] == _UNKNOWN_TOPIC:
+                    pending.append(resource["resource_name"])
                 for entry in resource["config_entries"]:
                     name = entry.get("config_names") or entry.get("config_name")
                     if name == "min.insync.replicas" and entry["config_value"]:
                         found[resource["resource_name"]] = int(entry["config_value"])
-        await asyncio.sleep(0.1 if len(found) < len(names) else 0)
+        if not pending:
+            break
+        await asyncio.sleep(0.1)
     return found
+
+
+async def wait_for_brokers(kafka: Kafka, count: int, *, timeout_s: float = 90) -> None:
+    """Until ``count`` brokers are registered: a node opens its port before the controller
+    has it, and topics made meanwhile would get fewer replicas for good."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with _admin(kafka, "list brokers") as admin:
+        while len((await admin.describe_cluster())["brokers"]) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise SetupError(f"fewer than {count} Kafka brokers after {timeout_s:.0f} s")
+            await asyncio.sleep(0.5)
 
 
 async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: set[str]) -> None:

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 class TopicProblem:
     topic: str
     what: str
+    lasting: bool = True
+    """A layout problem (partitions, replicas, min.insync) that stays until an operator
+    mends it; False for health (a broker away, a refused look) that passes by itself."""
 
     def __str__(self) -> str:
         return f"{self.topic}: {self.what}"
@@ -40,6 +43,10 @@ def find_problems(
     problems = []
     for name, partitions in expected.items():
         topic = state.topics.get(name)
+        if name in state.errors:
+            what = f"cannot be described (Kafka error {state.errors[name]}: an ACL?)"
+            problems.append(TopicProblem(name, what, lasting=False))
+            continue
         if topic is None:
             problems.append(TopicProblem(name, "does not exist"))
             continue
@@ -61,9 +68,11 @@ def find_problems(
                 "(an acknowledged record may be on fewer brokers than planned)"
             )))  # fmt: skip
         if offline := [p.partition for p in topic.partitions if p.leader < 0]:
-            problems.append(TopicProblem(name, f"partitions {offline} have no leader"))
+            what = f"partitions {offline} have no leader"
+            problems.append(TopicProblem(name, what, lasting=False))
         if under := [p.partition for p in topic.partitions if len(p.isr) < len(p.replicas)]:
-            problems.append(TopicProblem(name, f"partitions {under} are under-replicated"))
+            what = f"partitions {under} are under-replicated"
+            problems.append(TopicProblem(name, what, lasting=False))
     return problems
 
 
@@ -89,13 +98,21 @@ class TopicWatch:
         self._last: set[TopicProblem] = set()
 
     async def start(self) -> None:
-        """Check once; warn about each problem, or raise ``TopicLayoutError`` with all of
-        them when the layout says refuse."""
-        problems = await self.check()
-        if problems and self._layout.check == "refuse":
+        """Check once; warn about each problem. With the layout's "refuse", raise
+        ``TopicLayoutError`` naming the lasting ones (too few partitions or replicas):
+        health problems (a broker away during a rolling restart) only warn, or every
+        process restarted meanwhile would refuse to start while Kafka still works."""
+        try:
+            problems = await self.check()
+        except BrokerUnavailableError as exc:
+            if self._layout.check == "refuse":
+                raise
+            log.warning("topic check: cannot describe topics: %s", exc)
+            problems = []
+        if (lasting := [p for p in problems if p.lasting]) and self._layout.check == "refuse":
             raise TopicLayoutError(
                 "topics do not match the settings (LLMBUS_TOPIC_CHECK=refuse): "
-                + "; ".join(map(str, problems))
+                + "; ".join(map(str, lasting))
             )
         self._task = asyncio.create_task(self._watch())
 
@@ -137,3 +154,7 @@ class TopicWatch:
                 # The worker's own consumer reports a broker that is away; here it only
                 # means this minute's gauges are not updated.
                 log.warning("topic check: cannot describe topics: %s", exc)
+            except Exception:
+                # A watch that dies would freeze the gauges and re-raise at stop(), hiding
+                # the process's own exit code: say it, and look again next minute.
+                log.exception("topic check failed")

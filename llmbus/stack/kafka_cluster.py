@@ -2,7 +2,8 @@
 loopback, each node a broker and a controller, with one controller quorum.
 
 ``llmbus up --brokers 3`` starts three. Node ``i`` (from 1) listens on ``kafka_port +
-2·(i-1)`` for clients and the next port up for the quorum, unless ports are given.
+2·(i-1)`` for clients and ``kafka_controller_port + 2·(i-1)`` for the quorum, unless ports
+are given.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmbus.errors import SetupError
-from llmbus.stack.kafka_node import KafkaNode, new_cluster_id
+from llmbus.stack.kafka_node import HOST, KafkaNode, new_cluster_id
+from llmbus.stack.processes import port_open
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class KafkaCluster:
     ) -> KafkaCluster:
         """Nodes 1..len(ports) with (client port, controller port) each, sharing one
         cluster id (that of the nodes already formatted, if any)."""
+        every = [port for pair in ports for port in pair]
+        if len(set(every)) != len(every):
+            raise SetupError(f"Kafka nodes would share ports: {list(ports)}")
         voters = tuple((i, controller) for i, (_, controller) in enumerate(ports, start=1))
         first = KafkaNode(state_dir, cache_dir, ports[0][0], ports[0][1])
         cluster_id = _formatted_cluster_id(first.data_dir) or new_cluster_id()
@@ -59,6 +64,13 @@ class KafkaCluster:
     def start(self) -> bool:
         """Start the nodes not running; False if all were running already."""
         self._check_formatted_size()
+        # Every port checked before any node starts: a node started alone would wait
+        # for a quorum that never comes, with its data already formatted.
+        for node in self.nodes:
+            if not node.is_running() and (port_open(HOST, node.port) or port_open(
+                HOST, node.controller_port
+            )):  # fmt: skip
+                raise SetupError(f"port {node.port} or {node.controller_port} is taken")
         started = [node.start(wait=False) for node in self.nodes]
         for node in self.nodes:
             node.wait_listening()

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from llmbus.bus import ensure_topics
+from llmbus.bus.admin import wait_for_brokers
 from llmbus.settings import Settings
 from llmbus.stack.kafka_cluster import KafkaCluster, formatted_nodes
 from llmbus.stack.postgres_cluster import DATABASE, PostgresCluster
@@ -44,6 +45,8 @@ class LocalStack:
         state folder (so ``down`` stops a cluster), else ``settings.kafka_brokers``.
         ``kafka_ports``: (client, controller) port per node instead of the settings'."""
         self.settings = settings
+        if brokers is None and "kafka_brokers" in settings.model_fields_set:
+            brokers = settings.kafka_brokers  # set explicitly: as binding as --brokers
         if kafka_ports is None:
             n = brokers or formatted_nodes(settings.state_dir) or settings.kafka_brokers
             kafka_ports = [
@@ -75,6 +78,7 @@ class LocalStack:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         kafka_started = await asyncio.to_thread(self.kafka.start)
         postgres_started = await asyncio.to_thread(self.postgres.start)
+        await wait_for_brokers(self.kafka.bootstrap, len(self.kafka.nodes))
         await self._bootstrap_database()
         await asyncio.to_thread(upgrade_to_head, self.postgres.url("llmbus_owner"))
         await ensure_topics(

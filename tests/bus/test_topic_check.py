@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import uuid
 
 import pytest
@@ -12,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from llmbus.bus import ensure_topics
 from llmbus.bus.admin import ClusterState, PartitionState, TopicState
 from llmbus.bus.topic_check import TopicWatch, find_problems
-from llmbus.errors import TopicLayoutError
+from llmbus.errors import SetupError, TopicLayoutError
 from llmbus.metrics import TopicMetrics
 from llmbus.settings import TopicLayout
 from llmbus.stack.local_stack import LocalStack
@@ -61,6 +63,20 @@ def test_each_shortfall_is_named(state: TopicState, words: str) -> None:
     assert str(problems[0]).startswith(f"a: {words}")
 
 
+def test_health_problems_pass_by_themselves_layout_problems_last() -> None:
+    """Only lasting problems make "refuse" refuse: a broker away for a rolling restart
+    must not keep restarted pods from starting."""
+    state = ClusterState(
+        (1, 2, 3),
+        {"a": topic("a", 4, 3, isr=2), "b": topic("b", 2, 3)},
+        errors={"c": 29},  # TOPIC_AUTHORIZATION_FAILED
+    )
+    problems = {p.topic: p for p in find_problems({"a": 4, "b": 4, "c": 1}, state, TopicLayout())}
+    assert not problems["a"].lasting and "under-replicated" in problems["a"].what
+    assert problems["b"].lasting and "2 partitions" in problems["b"].what
+    assert not problems["c"].lasting and "Kafka error 29" in problems["c"].what
+
+
 def test_a_missing_topic_and_an_explicit_replication_factor() -> None:
     layout = TopicLayout(replication_factor=2, min_insync_replicas=3)
     problems = find_problems({"a": 1, "b": 1}, cluster(topic("a", 1, 2)), layout)
@@ -90,6 +106,9 @@ async def test_watch_warns_or_refuses_on_a_real_broker(
     # As planned, refuse starts quietly.
     async with TopicWatch(bootstrap, {name: 2}, TopicLayout(check="refuse")) as watch:
         assert await watch.check() == []
+    # Kafka's refusal to create a topic is an error that names it, not a silent wait.
+    with pytest.raises(SetupError, match=f"{name}-x: Kafka error 38"):
+        await ensure_topics(bootstrap, {f"{name}-x": 1}, layout=TopicLayout(replication_factor=3))
 
 
 @pytest.mark.integration
@@ -100,11 +119,14 @@ async def test_a_worker_process_refuses_or_warns_at_start_up(bus: Bus) -> None:
     refusing = bus.spawn_worker_process(
         "refuser", extra_env={**planned, "LLMBUS_TOPIC_CHECK": "refuse"}
     )
-    code = await asyncio.to_thread(refusing.wait, 120)
+    code = await asyncio.to_thread(refusing.wait, 120)  # imports and one look at Kafka
     out = refusing.stdout.read().decode() if refusing.stdout else ""
     assert code == 2, out[-2000:]
     assert f"{bus.settings.requests_topic}: 4 partitions, settings expect 8" in out
     warning = bus.spawn_worker_process("warner", extra_env=planned)
-    async with bus.client(timeout_s=120) as client:
+    async with bus.client(timeout_s=120) as client:  # the worker's start-up, on 2 cores
         assert (await client.chat("still served")).request_id
     assert warning.poll() is None
+    os.killpg(warning.pid, signal.SIGKILL)
+    out = warning.stdout.read().decode() if warning.stdout else ""
+    assert f"topic check: {bus.settings.requests_topic}: 4 partitions, settings expect 8" in out

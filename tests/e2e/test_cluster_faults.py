@@ -12,9 +12,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from llmbus.bus.admin import describe_topics
+from llmbus.bus.topic_check import TopicProblem, TopicWatch
 from llmbus.consumers.engine import Engine
+from llmbus.metrics import TopicMetrics
+from llmbus.settings import TopicLayout
 from llmbus.stack.local_stack import LocalStack
 from tests.conftest import Bus, open_bus
 from tests.e2e.fault_load import busiest_leader, run_under_fault, wait_in_sync
@@ -58,15 +62,26 @@ async def test_kill_9_of_the_request_partitions_leader(cluster_bus: Bus) -> None
     await start_stand_ins(bus)
     victim = await busiest_leader(bus, bus.settings.requests_topic)
 
+    metrics = TopicMetrics(CollectorRegistry())
+    watch = TopicWatch(bus.settings.kafka, bus.settings.topics(), TopicLayout(), metrics)
+    seen: list[list[TopicProblem]] = []
+
     async def fault() -> None:
         await asyncio.sleep(4)  # load is flowing through the victim
         assert cluster.node(victim).kill()
         await asyncio.sleep(12)  # fenced after 6 s; the rest of the load without it
+        seen.append(await watch.check())  # what the gauges say while it is away
         await wait_in_sync(bus, cluster)
+        seen.append(await watch.check())
 
     outcome = await run_under_fault(bus, fault, name=f"kill -9 leader node {victim}")
     print("\n" + outcome.line())
     outcome.assert_nothing_lost()
+    away, back = seen
+    requests = bus.settings.requests_topic
+    assert any(p.topic == requests and "under-replicated" in p.what for p in away), away
+    assert metrics.under_replicated.labels(topic=requests)._value.get() == 0, "mended"
+    assert back == []
 
 
 async def test_rolling_restart_of_all_three_brokers(cluster_bus: Bus) -> None:
