@@ -96,6 +96,9 @@ async def read_finals(
     finals: list[Record] = []
     first: float | None = None
     cpu_at_first = 0.0
+    # Even at a tenth of the rate measured here, N requests drain well within this; a
+    # dead worker must not leave the benchmark waiting forever.
+    give_up = time.perf_counter() + 60 + n / 100
 
     async def read(partition: int) -> None:
         nonlocal first, cpu_at_first
@@ -107,6 +110,8 @@ async def read_finals(
             from_beginning=True,
         ) as reader:
             while len(finals) < n:
+                if time.perf_counter() > give_up:
+                    raise RuntimeError(f"{len(finals)} of {n} finals: see the worker logs")
                 for record in await reader.getmany(timeout_ms=200):
                     if header(record.headers, H_KIND) == "result":
                         if first is None:
@@ -169,7 +174,7 @@ def workers_rate(
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(timeout=60)
+            proc.wait(timeout=60)  # SIGTERM: a worker finishes in-flight work, commits
 
 
 def auditor_rate(settings: Settings, stack: LocalStack, want: int) -> float:

@@ -165,7 +165,8 @@ class KafkaNode:
     def _java_cmd(self, java: str) -> list[str]:
         return [
             java,
-            # A single dev/test broker needs little heap; keep room for vLLM.
+            # A dev/test node needs little heap (three of them in a local cluster); keep
+            # room for vLLM.
             "-Xms256m",
             "-Xmx768m",
             "-XX:+UseG1GC",

@@ -86,9 +86,14 @@ class PrometheusServer:
                 stdin=subprocess.DEVNULL,
             )
         self._pid_file.write_text(str(proc.pid))
-        # A Go binary with an empty TSDB listens within a second; 30 s covers a loaded CI.
-        wait_for_port(HOST, self.port, timeout_s=30, what="Prometheus", log=self.log_file)
-        self._wait_ready(proc, timeout_s=30)
+        try:
+            # A Go binary with an empty TSDB listens within a second; 30 s covers a
+            # loaded CI machine.
+            wait_for_port(HOST, self.port, timeout_s=30, what="Prometheus", log=self.log_file)
+            self._wait_ready(proc, timeout_s=30)
+        except BaseException:
+            self.stop()  # not left running behind a failed start
+            raise
 
     def stop(self) -> None:
         pid = read_pid(self._pid_file)

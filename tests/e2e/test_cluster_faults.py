@@ -51,7 +51,7 @@ async def test_topics_are_replicated_three_times_with_two_in_sync(cluster_bus: B
     for topic in state.topics.values():
         assert topic.replicas == 3, topic
         assert topic.min_insync_replicas == 2, topic
-        # Leadership is spread, so one broker's death moves only some partitions.
+    # Leadership is spread, so one broker's death moves only some partitions.
     leaders = {p.leader for t in state.topics.values() for p in t.partitions}
     assert len(leaders) > 1
 
@@ -90,7 +90,7 @@ async def test_rolling_restart_of_all_three_brokers(cluster_bus: Bus) -> None:
     await start_stand_ins(bus)
 
     async def fault() -> None:
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # load flowing before the first node goes
         for node in cluster.nodes:
             await asyncio.to_thread(node.stop)  # controlled shutdown, as a rollout does
             await wait_in_sync(bus, cluster)  # starts it again, waits until caught up
@@ -108,9 +108,9 @@ async def test_kill_9_of_the_active_controller(cluster_bus: Bus) -> None:
     assert controller is not None
 
     async def fault() -> None:
-        await asyncio.sleep(4)
+        await asyncio.sleep(4)  # load flowing through the controller's node too
         assert cluster.node(controller).kill()
-        await asyncio.sleep(12)
+        await asyncio.sleep(12)  # a new quorum leader is elected within seconds; load goes on
         assert cluster.active_controller() not in (None, controller), "a new quorum leader"
         await wait_in_sync(bus, cluster)
 
@@ -131,9 +131,9 @@ async def test_real_vllm_chats_while_a_broker_dies_and_returns(
     victim = await busiest_leader(bus, bus.settings.requests_topic)
 
     async def fault() -> None:
-        await asyncio.sleep(3)
+        await asyncio.sleep(3)  # chats in the engine when the broker dies
         assert cluster.node(victim).kill()
-        await asyncio.sleep(10)
+        await asyncio.sleep(10)  # fenced after 6 s; chats go on through the other two
         await wait_in_sync(bus, cluster)
 
     outcome = await run_under_fault(
