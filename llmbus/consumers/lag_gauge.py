@@ -14,8 +14,15 @@ LAG_INTERVAL_S = 5.0
 
 async def report_lag(consumer: GroupConsumer, gauge: Gauge) -> None:
     """Forever, in the background: ``gauge{topic, partition}`` = each assigned partition's
-    lag (from the consumer's last fetch; no extra broker round trip)."""
+    lag (from the consumer's last fetch; no extra broker round trip). A partition given
+    away in a rebalance loses its series here, or its last lag would stay in every sum
+    (and in the lag alert) while its new owner reports it too."""
+    reported: set[tuple[str, str]] = set()
     while True:
         await asyncio.sleep(LAG_INTERVAL_S)
-        for tp, lag in (await consumer.lag()).items():
-            gauge.labels(tp.topic, str(tp.partition)).set(lag)
+        now = {(tp.topic, str(tp.partition)): lag for tp, lag in (await consumer.lag()).items()}
+        for labels in reported - now.keys():
+            gauge.remove(*labels)
+        for labels, lag in now.items():
+            gauge.labels(*labels).set(lag)
+        reported = set(now)
