@@ -52,6 +52,11 @@ class KafkaCluster:
         )
 
     @property
+    def libs(self) -> Path:
+        """Kafka's jars (its command-line tools run from them too)."""
+        return self.nodes[0].libs
+
+    @property
     def bootstrap(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
 
