@@ -33,6 +33,14 @@ class PartitionState:
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
 
+    @property
+    def offline(self) -> bool:
+        return self.leader < 0
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
 
 @dataclass(frozen=True)
 class TopicState:

@@ -67,10 +67,10 @@ def find_problems(
                 f"min.insync.replicas {topic.min_insync_replicas}, settings expect {in_sync} "
                 "(an acknowledged record may be on fewer brokers than planned)"
             )))  # fmt: skip
-        if offline := [p.partition for p in topic.partitions if p.leader < 0]:
+        if offline := [p.partition for p in topic.partitions if p.offline]:
             what = f"partitions {offline} have no leader"
             problems.append(TopicProblem(name, what, lasting=False))
-        if under := [p.partition for p in topic.partitions if len(p.isr) < len(p.replicas)]:
+        if under := [p.partition for p in topic.partitions if p.under_replicated]:
             what = f"partitions {under} are under-replicated"
             problems.append(TopicProblem(name, what, lasting=False))
     return problems
@@ -140,9 +140,9 @@ class TopicWatch:
         if self._metrics is not None:
             for name, topic in state.topics.items():
                 parts = topic.partitions
-                under = sum(1 for p in parts if len(p.isr) < len(p.replicas))
+                under = sum(p.under_replicated for p in parts)
                 self._metrics.under_replicated.labels(topic=name).set(under)
-                self._metrics.offline.labels(topic=name).set(sum(1 for p in parts if p.leader < 0))
+                self._metrics.offline.labels(topic=name).set(sum(p.offline for p in parts))
         return problems
 
     async def _watch(self) -> None:

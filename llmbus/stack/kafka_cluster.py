@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmbus.errors import SetupError
-from llmbus.stack.kafka_node import HOST, KafkaNode, new_cluster_id
-from llmbus.stack.processes import port_open
+from llmbus.stack.kafka_node import KafkaNode, new_cluster_id
 
 
 @dataclass(frozen=True)
@@ -69,13 +68,11 @@ class KafkaCluster:
     def start(self) -> bool:
         """Start the nodes not running; False if all were running already."""
         self._check_formatted_size()
-        # Every port checked before any node starts: a node started alone would wait
-        # for a quorum that never comes, with its data already formatted.
+        # Every node checked before any starts: a node started alone would wait for a
+        # quorum that never comes, with its data already formatted.
         for node in self.nodes:
-            if not node.is_running() and (port_open(HOST, node.port) or port_open(
-                HOST, node.controller_port
-            )):  # fmt: skip
-                raise SetupError(f"port {node.port} or {node.controller_port} is taken")
+            if not node.is_running():
+                node.check_startable()
         started = [node.start(wait=False) for node in self.nodes]
         for node in self.nodes:
             node.wait_listening()

@@ -95,13 +95,7 @@ class KafkaNode:
         first: none opens its listener before the quorum has a leader)."""
         if self.is_running():
             return False
-        if not any(self.libs.glob("kafka_2.13-*.jar")):
-            raise SetupError(f"Kafka jars missing in {self.libs}: run `make setup`")
-        if port_open(HOST, self.port) or port_open(HOST, self.controller_port):
-            raise SetupError(f"port {self.port} or {self.controller_port} is taken")
-        java = shutil.which("java")
-        if java is None:
-            raise SetupError("java not found (Kafka needs Java 17+)")
+        java = self.check_startable()
         self.home.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.data_dir / "meta.properties").exists():
@@ -128,6 +122,18 @@ class KafkaNode:
         if wait:
             self.wait_listening()
         return True
+
+    def check_startable(self) -> str:
+        """Raise ``SetupError`` unless the jars, java and both ports are there to start
+        this node; return the java to start it with."""
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise SetupError(f"Kafka jars missing in {self.libs}: run `make setup`")
+        if port_open(HOST, self.port) or port_open(HOST, self.controller_port):
+            raise SetupError(f"port {self.port} or {self.controller_port} is taken")
+        java = shutil.which("java")
+        if java is None:
+            raise SetupError("java not found (Kafka needs Java 17+)")
+        return java
 
     def wait_listening(self) -> None:
         # A cold JVM on 2 cores takes ~5-10 s to open the listener, and a cluster node

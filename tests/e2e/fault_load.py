@@ -164,7 +164,7 @@ async def wait_in_sync(bus: Bus, cluster: KafkaCluster, *, timeout_s: float = 18
         state = await describe_topics(bus.settings.kafka, names)
         parts = [p for t in state.topics.values() for p in t.partitions]
         if len(state.brokers) == len(cluster.nodes) and all(
-            len(p.isr) == len(p.replicas) and p.leader >= 0 for p in parts
+            not (p.under_replicated or p.offline) for p in parts
         ):
             return
         await asyncio.sleep(0.5)
