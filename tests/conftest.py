@@ -36,6 +36,7 @@ from llmbus.stack.model_cache import DEFAULT_EMBEDDING_MODEL
 from llmbus.stack.processes import free_port
 from llmbus.store.audit_rows import RowPolicy
 from llmbus.store.audit_writer import AuditWriter
+from tests.browser import HeadlessChromium
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 logs.install_record_fields()  # as the CLI does: request fields on every log record
@@ -350,3 +351,15 @@ async def prometheus_factory(
     yield make
     for server in servers:
         await asyncio.to_thread(server.stop)
+
+
+# --- headless Chromium -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[HeadlessChromium]:
+    """Headless Chromium (Debian's, unpacked by `make setup`), started once for the session:
+    ``page = await chromium.open(path)``, then ``page.errors``, ``page.evaluate(js)`` and
+    ``page.screenshot(path)`` (tests/browser.py)."""
+    async with HeadlessChromium() as browser:
+        yield browser

@@ -16,7 +16,7 @@ from typing import Any
 
 from llmbus.bus import BusProducer
 from llmbus.consumers.chunk_assembler import ChunkAssembler
-from llmbus.consumers.engine import Endpoint, Engine, EngineCall
+from llmbus.consumers.engine import DECODE_MS_KEY, Endpoint, Engine, EngineCall
 from llmbus.consumers.recent_finals import Headers
 from llmbus.schemas import (
     ChatCompletion,
@@ -51,8 +51,9 @@ class AnswerStream:
         self.queue_ms = queue_ms
         self.completion_id = request.completion_id
         self.ttft_ms: float | None = None
-        """From the request's creation to the engine's first chunk (streamed requests;
-        vLLM's own ``vllm:time_to_first_token_seconds`` covers every request)."""
+        """From the request's creation to the engine's first token: the first chunk of a
+        streamed request; for one answered whole, the answer less the engine's decode time
+        (None where the engine does not report it)."""
         self.steps = 0
         """Chunks with choices so far: one per engine step, so about the tokens generated."""
 
@@ -86,7 +87,11 @@ class AnswerStream:
                     self._embeddings = chunk
                     continue
                 if not call.stream:
-                    # One whole response: no first token to time, nothing to forward.
+                    # One whole response: nothing to forward; the engine says how long it
+                    # took after its first token.
+                    decode_ms = chunk.pop(DECODE_MS_KEY, None)
+                    if decode_ms is not None:
+                        self.ttft_ms = max(self.queue_ms, self.elapsed_ms() - decode_ms)
                     self._assembler.add_whole(chunk)
                     self.steps = self._assembler.completion_tokens()
                     continue

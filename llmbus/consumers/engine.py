@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+DECODE_MS_KEY = "llmbus_decode_ms"
+"""Key of a whole response (``call.stream`` false) under which an engine may say how long
+it generated after its first token, in ms: the worker takes it out and records the time to
+first token as the time to the whole answer less this. An engine that cannot tell leaves it
+out, and the time to first token stays unknown."""
+
 
 class Endpoint(StrEnum):
     CHAT = "/v1/chat/completions"
@@ -61,8 +67,8 @@ class Engine(Protocol):
     def serve(self, call: EngineCall) -> AsyncGenerator[dict[str, Any], None]:
         """Stream the answer as OpenAI chunks; the last one carries ``usage`` and no
         choices. When ``call.stream`` is false the engine instead yields exactly one
-        whole response carrying ``usage``. Closing the iterator early aborts the request
-        in the engine.
+        whole response carrying ``usage`` (and, where known, ``DECODE_MS_KEY``). Closing
+        the iterator early aborts the request in the engine.
 
         Raises InvalidRequestError or ContextLengthExceededError (the engine refused this
         request), EngineRequestError (this request failed) or EngineDeadError (the engine

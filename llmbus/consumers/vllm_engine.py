@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 
 from llmbus.consumers.batch_throttle import StepCostModel
-from llmbus.consumers.engine import Endpoint, EngineCall
+from llmbus.consumers.decode_times import DecodeTimes
+from llmbus.consumers.engine import DECODE_MS_KEY, Endpoint, EngineCall
 from llmbus.consumers.precision_eval import choose_dtype, cpu_has_avx512_bf16
 from llmbus.errors import (
     ContextLengthExceededError,
@@ -73,6 +74,8 @@ class VllmEngine:
         self._llm: Any = None
         self._serving: dict[Endpoint, Any] = {}
         self._seeded_sampling = True
+        self._decode_times = DecodeTimes()
+        """Filled by the stat logger; timings reach it only while vLLM logs stats."""
 
     @classmethod
     def from_settings(
@@ -148,7 +151,7 @@ class VllmEngine:
         )
         # vLLM's periodic throughput log line would repeat what the metrics say.
         logging.getLogger("vllm.v1.metrics.loggers").setLevel(logging.WARNING)
-        loggers = [] if self._step_costs is None else [_step_timer(self._step_costs)]
+        loggers = [_stats_reader(self._step_costs, self._decode_times)]
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
         # On CPU a seeded, sampled request kills the whole engine once the scheduler splits
         # or re-plans its prefill: vLLM then rewinds the request's random generator, and
@@ -207,11 +210,6 @@ class VllmEngine:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.entrypoints.pooling.embed.protocol import EmbeddingCompletionRequest
-        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
-        from vllm.entrypoints.serve.exception_handling.error_response import (
-            create_error_response,
-        )
-        from vllm.v1.engine.exceptions import EngineDeadError as VllmDeadError
 
         self._started()
         if not self._seeded_sampling and _seeded_and_sampled(call.body):
@@ -250,6 +248,26 @@ class VllmEngine:
             Endpoint.COMPLETIONS: getattr(serving, "create_completion", None),
             Endpoint.EMBEDDINGS: serving,  # the pooling handler is called itself
         }[call.endpoint]
+        # The id vLLM's serving layer gives a one-prompt request, and its stats.
+        prefix = "chatcmpl" if call.endpoint is Endpoint.CHAT else "cmpl"
+        engine_id = f"{prefix}-{call.request_id}"
+        if not call.stream and call.endpoint.generates:
+            self._decode_times.expect(engine_id)
+        try:
+            async for chunk in self._answer(call, create, request, engine_id):
+                yield chunk
+        finally:
+            self._decode_times.discard(engine_id)
+
+    async def _answer(
+        self, call: EngineCall, create: Any, request: Any, engine_id: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.entrypoints.serve.exception_handling.error_response import (
+            create_error_response,
+        )
+        from vllm.v1.engine.exceptions import EngineDeadError as VllmDeadError
+
         try:
             response = await create(request, raw_request=None)
         except VllmDeadError as exc:
@@ -272,7 +290,11 @@ class VllmEngine:
             yield orjson.loads(response.body)
             return
         if not call.stream:
-            yield response.model_dump(mode="json")
+            whole = response.model_dump(mode="json")
+            decode_ms = await self._decode_times.take_ms(engine_id)
+            if decode_ms is not None:
+                whole[DECODE_MS_KEY] = decode_ms
+            yield whole
             return
         async with contextlib.aclosing(response):
             async for event in response:
@@ -295,10 +317,11 @@ class VllmEngine:
         return EngineRequestError(f"engine failed the request: {message}")
 
 
-def _step_timer(costs: StepCostModel) -> Any:
-    """A vLLM stat-logger factory feeding ``costs``. vLLM calls ``record`` in the front
-    end's event loop after each engine step, with the running sequences and the time each
-    token of the step took since its previous one: what a streaming client waits."""
+def _stats_reader(costs: StepCostModel | None, decode_times: DecodeTimes) -> Any:
+    """A vLLM stat-logger factory feeding ``costs`` and ``decode_times``. vLLM calls
+    ``record`` in the front end's event loop after each engine step, with the running
+    sequences, the time each token of the step took since its previous one (what a
+    streaming client waits) and the requests that finished in the step."""
     from vllm.v1.metrics.loggers import StatLoggerBase
 
     class StepTimer(StatLoggerBase):  # type: ignore[misc]
@@ -314,8 +337,13 @@ def _step_timer(costs: StepCostModel) -> Any:
         ) -> None:
             if scheduler_stats is not None:
                 self._running = scheduler_stats.num_running_reqs
-            gaps = iteration_stats.inter_token_latencies_iter if iteration_stats else None
-            if gaps and self._running:
+            if iteration_stats is None:
+                return
+            for done in iteration_stats.finished_requests:
+                if done.request_id is not None:
+                    decode_times.finished(done.request_id, done.decode_time)
+            gaps = iteration_stats.inter_token_latencies_iter
+            if costs is not None and gaps and self._running:
                 costs.observe(self._running, sum(gaps) / len(gaps))
 
         def log_engine_initialized(self) -> None:

@@ -18,14 +18,15 @@ from llmbus.errors import BatchInputError, SetupError
 from llmbus.jobs.batch_jobs import BatchJobs, SubmitOptions
 from llmbus.jobs.export import export_rows
 from llmbus.jobs.progress import ProgressBar
-from llmbus.jobs.replay_report import render_html, render_table, summarize
 from llmbus.jobs.replay_runs import ReplayOptions, ReplayRuns
+from llmbus.jobs.report_command import replay_report
 from llmbus.producers.batch_publisher import BatchPublisher
 from llmbus.schemas import Priority
 from llmbus.settings import Settings
 from llmbus.store.batch_store import BatchStatus, BatchStore
 from llmbus.store.conversation_query import ConversationFilter, ConversationQuery
 from llmbus.store.database import Database
+from llmbus.store.replay_query import ReplayQuery
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Jobs:
     store: BatchStore
     replays: ReplayRuns
     query: ConversationQuery
+    db: Database
 
 
 @contextlib.asynccontextmanager
@@ -66,7 +68,7 @@ async def open_jobs(
         )
         query = ConversationQuery(db)
         batches = BatchJobs(store, publisher)
-        yield Jobs(batches, store, ReplayRuns(query, batches), query)
+        yield Jobs(batches, store, ReplayRuns(query, batches), query, db)
 
 
 def _status_line(s: BatchStatus) -> str:
@@ -164,15 +166,22 @@ def _filter(args: argparse.Namespace, *, only_ok: bool) -> ConversationFilter:
 async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.what:
         if len(args.what) != 2 or args.what[0] != "report":
-            print("usage: llmbus replay report RUN_ID [--html FILE]", file=sys.stderr)
+            print(
+                "usage: llmbus replay report RUN_ID [--html FILE] [--csv FILE] [--judge MODEL]",
+                file=sys.stderr,
+            )
             return 2
-        async with open_jobs(settings, analyst=True) as jobs:
-            summary = summarize(args.what[1], await jobs.query.replay_pairs(args.what[1]))
-        print(render_table(summary))
-        if args.html:
-            args.html.write_text(render_html(summary), encoding="utf-8")
-            print(f"HTML report written to {args.html}")
-        return 0
+        # Judging publishes and records a batch; a plain report only reads (reader role).
+        judging = args.judge is not None
+        async with open_jobs(settings, analyst=not judging, publishes=judging) as jobs:
+            return await replay_report(
+                args.what[1],
+                args,
+                query=ReplayQuery(jobs.db),
+                store=jobs.store,
+                batches=jobs.batches if judging else None,
+                follow=lambda judge_id: _follow(jobs, judge_id),
+            )
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
@@ -191,8 +200,9 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"{started.count} conversations would be replayed")
             return 0
-        if started.run_id is None:
-            print("no logged conversations match", file=sys.stderr)
+        if started.run_id is None or started.count == 0:
+            print(started.run_id or "")
+            print("no logged conversations match: the run is recorded empty", file=sys.stderr)
             return 1
         print(started.run_id)
         print(f"{started.count} conversations replayed", file=sys.stderr)
@@ -269,6 +279,15 @@ def add_parsers(sub: Any) -> None:
     replay.add_argument("--dry-run", action="store_true", help="only count")
     replay.add_argument("--wait", action="store_true")
     replay.add_argument("--html", type=Path, help="report: also write an HTML page")
+    replay.add_argument("--csv", type=Path, help="report: also write every pair as CSV")
+    replay.add_argument(
+        "--judge",
+        metavar="MODEL",
+        help="report: have MODEL judge each pair through the batch lane (resumes)",
+    )
+    replay.add_argument(
+        "--no-wait", action="store_true", help="report --judge: start judging, do not follow"
+    )
     replay.set_defaults(func=cmd_replay)
 
     export = sub.add_parser("export", help="selected conversations to .jsonl or .parquet")

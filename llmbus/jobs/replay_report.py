@@ -1,191 +1,274 @@
-"""How a replay differs from its originals: a terminal table and a standalone HTML page."""
+"""What a replay run changed and how its answers compare with the originals: the facts
+behind ``llmbus replay report`` (terminal: ``replay_text``, page: ``replay_page``).
+
+Latency is split the way an analyst can act on it: queue wait (created to picked up by a
+worker), time to first token once on a worker, and time per output token after it. An
+original batch that waited an hour for a worker is then not "slower" than its replay.
+"""
 
 from __future__ import annotations
 
 import difflib
-import html
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-TOP_DIFFERENT = 5
-"""Pairs shown in full: enough to see what changed without a wall of text."""
+from llmbus.jobs.judge_verdicts import JudgeTally, Verdict, tally
+from llmbus.jobs.structured_checks import StructuredShares, structured_shares
+
+SETTING_KEYS = (
+    "model",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "n",
+    "response_format",
+    "tools",
+)
+"""The request fields a replay can change that decide an answer; shown side by side."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One answer of a pair: the original's or the replay's."""
+
+    status: str | None
+    """``ok``, an error status, or None while not answered."""
+    output: str | None
+    completion_tokens: int | None
+    queue_ms: float | None
+    ttft_ms: float | None
+    """From reaching a worker to the first token (the logged time less the queue wait)."""
+    tpot_ms: float | None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, row: dict[str, Any], prefix: str) -> Side:
+        def get(name: str) -> Any:
+            return row.get(prefix + name)
+
+        queue, ttft, total = get("queue_ms"), get("ttft_ms"), get("total_ms")
+        tokens = get("completion_tokens")
+        first = None if ttft is None or queue is None else max(0.0, ttft - queue)
+        per_token = None
+        if ttft is not None and total is not None and tokens is not None and tokens > 1:
+            per_token = max(0.0, total - ttft) / (tokens - 1)
+        error = get("error_code")
+        if error and get("error_message"):
+            error = f"{error}: {get('error_message')}"
+        return cls(get("status"), get("output"), tokens, queue, first, per_token, error)
 
 
 @dataclass(frozen=True)
 class Pair:
     request_id: str
     replay_of: str
-    output: str
-    original: str
-    tokens: int
-    original_tokens: int
-    latency_ms: float
-    original_latency_ms: float
-    similarity: float
+    tenant_id: str | None
+    model: str
+    original_model: str | None
+    prompt: str
+    original: Side
+    replay: Side
+    similarity: float | None
+    """difflib's ratio of the two outputs (1.0 = identical); None unless compared."""
+    verdict: Verdict | None = None
+
+    @property
+    def state(self) -> str:
+        if self.replay.status is None:
+            return "pending"
+        if self.replay.status != "ok":
+            return "failed"
+        if self.original.status != "ok":
+            return "original failed"
+        return "compared" if self.similarity is not None else "no text"
 
 
 @dataclass(frozen=True)
-class ReplaySummary:
+class Quantiles:
+    n: int
+    p50: float | None
+    p95: float | None
+
+    @classmethod
+    def of(cls, values: list[float]) -> Quantiles:
+        if not values:
+            return cls(0, None, None)
+        return cls(len(values), _quantile(values, 0.5), _quantile(values, 0.95))
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    unit: str
+    original: Quantiles
+    replay: Quantiles
+
+
+@dataclass(frozen=True)
+class ReplayReport:
     run_id: str
-    total: int
-    compared: int
-    """Pairs where both the replay and its original have a successful output."""
-    identical: int
-    failed: int
-    pending: int
-    token_change_mean: float
-    token_change_p95: float
-    latency_change_mean_ms: float
-    latency_change_p95_ms: float
-    most_different: list[Pair] = field(default_factory=list)
+    created_at: datetime | None
+    status: str
+    selection: dict[str, Any]
+    settings: list[tuple[str, str, str]]
+    """(field, the originals' values with counts, the replay's) for each field set."""
+    counts: dict[str, int]
+    """Pairs by state (compared, identical, failed, original failed, pending, no text)."""
+    measures: list[Measure]
+    similarity: Quantiles
+    structured: StructuredShares | None
+    judge: JudgeTally | None
+    errors: list[tuple[str, int]]
+    """The replay's error messages, most frequent first."""
     pairs: list[Pair] = field(default_factory=list)
 
+    @property
+    def total(self) -> int:
+        return len(self.pairs)
 
-def summarize(run_id: str, rows: list[dict[str, Any]]) -> ReplaySummary:
-    pairs: list[Pair] = []
-    failed = pending = 0
-    for row in rows:
-        if row["status"] is None:
-            pending += 1
-            continue
-        if row["status"] != "ok" or row["original_output"] is None:
-            failed += 1
-            continue
-        output, original = row["output"] or "", row["original_output"] or ""
-        pairs.append(
-            Pair(
-                request_id=row["request_id"],
-                replay_of=row["replay_of"],
-                output=output,
-                original=original,
-                tokens=row["completion_tokens"] or 0,
-                original_tokens=row["original_completion_tokens"] or 0,
-                latency_ms=row["total_ms"] or 0.0,
-                original_latency_ms=row["original_total_ms"] or 0.0,
-                similarity=difflib.SequenceMatcher(None, original, output).ratio(),
-            )
-        )
-    token_changes = [p.tokens - p.original_tokens for p in pairs]
-    latency_changes = [p.latency_ms - p.original_latency_ms for p in pairs]
-    return ReplaySummary(
-        run_id=run_id,
-        total=len(rows),
-        compared=len(pairs),
-        identical=sum(p.output == p.original for p in pairs),
-        failed=failed,
-        pending=pending,
-        token_change_mean=_mean(token_changes),
-        token_change_p95=_p95(token_changes),
-        latency_change_mean_ms=_mean(latency_changes),
-        latency_change_p95_ms=_p95(latency_changes),
-        most_different=sorted(pairs, key=lambda p: p.similarity)[:TOP_DIFFERENT],
+    @property
+    def compared(self) -> list[Pair]:
+        return [p for p in self.pairs if p.state == "compared"]
+
+
+def build_report(
+    run: dict[str, Any],
+    rows: list[dict[str, Any]],
+    *,
+    status: str,
+    verdicts: dict[str, Verdict] | None = None,
+    judge_model: str | None = None,
+) -> ReplayReport:
+    """The report of run ``run`` (its batches row) from its pairs (``ReplayQuery.pairs``)
+    and the judge's verdicts by replay request id, if any."""
+    verdicts = verdicts or {}
+    pairs = [_pair(row, verdicts.get(row["request_id"])) for row in rows]
+    states = Counter(p.state for p in pairs)
+    compared = [p for p in pairs if p.state == "compared"]
+    counts = {
+        "requests": len(pairs),
+        "compared": len(compared),
+        "identical": sum(p.similarity == 1.0 for p in compared),
+        **{s: states.get(s, 0) for s in ("failed", "original failed", "pending", "no text")},
+    }
+    errors = Counter(p.replay.error or "unknown error" for p in pairs if p.state == "failed")
+    return ReplayReport(
+        run_id=run["batch_id"],
+        created_at=run.get("created_at"),
+        status=status,
+        selection=dict((run.get("params") or {}).get("filter") or {}),
+        settings=_settings(rows),
+        counts=counts,
+        measures=_measures(compared),
+        similarity=Quantiles.of([p.similarity for p in compared if p.similarity is not None]),
+        structured=structured_shares(rows),
+        judge=tally(judge_model, [p.verdict for p in compared]) if judge_model else None,
+        errors=errors.most_common(),
         pairs=pairs,
     )
 
 
-def _mean(values: list[int] | list[float]) -> float:
-    return float(statistics.fmean(values)) if values else 0.0
+def _pair(row: dict[str, Any], verdict: Verdict | None) -> Pair:
+    original, replay = Side.of(row, "original_"), Side.of(row, "")
+    similarity = None
+    if original.status == replay.status == "ok":
+        a, b = original.output, replay.output
+        if isinstance(a, str) and isinstance(b, str):
+            similarity = 1.0 if a == b else difflib.SequenceMatcher(None, a, b).ratio()
+    return Pair(
+        request_id=row["request_id"],
+        replay_of=row["replay_of"],
+        tenant_id=row.get("tenant_id"),
+        model=row["model"],
+        original_model=row.get("original_model"),
+        prompt=prompt_text(row.get("messages"), row.get("params") or {}),
+        original=original,
+        replay=replay,
+        similarity=similarity,
+        verdict=verdict if similarity is not None else None,
+    )
 
 
-def _p95(values: list[int] | list[float]) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))])
+def prompt_text(messages: Any, params: dict[str, Any]) -> str:
+    """What the model was asked, as text: a chat's messages one per line, or a legacy
+    completion's prompt."""
+    if messages:
+        lines = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, list):  # content parts: their text
+                content = " ".join(str(part.get("text", "")) for part in content)
+            lines.append(f"{m.get('role', '?')}: {content or ''}")
+        return "\n".join(lines)
+    prompt = params.get("prompt")
+    return prompt if isinstance(prompt, str) else str(prompt or "")
 
 
-def _clip(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+def _measures(compared: list[Pair]) -> list[Measure]:
+    def measure(name: str, unit: str, attr: str) -> Measure:
+        def values(side: str) -> list[float]:
+            got = (getattr(getattr(p, side), attr) for p in compared)
+            return [float(v) for v in got if v is not None]
 
+        return Measure(name, unit, Quantiles.of(values("original")), Quantiles.of(values("replay")))
 
-def render_table(s: ReplaySummary) -> str:
-    rows = [
-        ("replay run", s.run_id),
-        ("requests", str(s.total)),
-        ("compared", str(s.compared)),
-        ("identical outputs", f"{s.identical} ({s.identical / max(s.compared, 1):.0%})"),
-        ("failed / pending", f"{s.failed} / {s.pending}"),
-        ("output tokens change, mean", f"{s.token_change_mean:+.1f}"),
-        ("output tokens change, p95", f"{s.token_change_p95:+.1f}"),
-        ("latency change, mean", f"{s.latency_change_mean_ms:+.0f} ms"),
-        ("latency change, p95", f"{s.latency_change_p95_ms:+.0f} ms"),
+    return [
+        measure("queue wait", "ms", "queue_ms"),
+        measure("time to first token", "ms", "ttft_ms"),
+        measure("time per output token", "ms", "tpot_ms"),
+        measure("output tokens", "tokens", "completion_tokens"),
     ]
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{k:<{width}}  {v}" for k, v in rows]
-    if s.most_different:
-        lines += ["", "most different pairs (similarity, original -> replay):"]
-        for p in s.most_different:
-            lines.append(f"  {p.similarity:4.2f}  {p.replay_of}")
-            lines.append(f"        original: {_clip(p.original, 100)}")
-            lines.append(f"        replay:   {_clip(p.output, 100)}")
-    return "\n".join(lines)
 
 
-def render_html(s: ReplaySummary) -> str:
-    """One self-contained page (inline SVG, no scripts, no external assets)."""
-    esc = html.escape
-    table = "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
-        for k, v in [
-            ("requests", str(s.total)),
-            ("compared", str(s.compared)),
-            ("identical outputs", str(s.identical)),
-            ("failed / pending", f"{s.failed} / {s.pending}"),
-            (
-                "output tokens change, mean / p95",
-                f"{s.token_change_mean:+.1f} / {s.token_change_p95:+.1f}",
-            ),
-            (
-                "latency change, mean / p95",
-                f"{s.latency_change_mean_ms:+.0f} / {s.latency_change_p95_ms:+.0f} ms",
-            ),
-        ]
-    )
-    different = "".join(
-        f"<tr><td>{p.similarity:.2f}</td><td>{esc(p.replay_of)}</td>"
-        f"<td>{esc(p.original)}</td><td>{esc(p.output)}</td></tr>"
-        for p in s.most_different
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>llmbus replay {esc(s.run_id)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-        "</style></head><body>"
-        f"<h1>Replay {esc(s.run_id)}</h1><table>{table}</table>"
-        "<h2>Output tokens: original vs replay</h2>"
-        f"{_scatter_svg(s.pairs)}"
-        "<h2>Most different pairs</h2><table><tr><th>similarity</th><th>original id</th>"
-        f"<th>original</th><th>replay</th></tr>{different}</table></body></html>"
-    )
-
-
-def _scatter_svg(pairs: list[Pair], size: int = 320, pad: int = 36) -> str:
-    top = max([1, *(p.tokens for p in pairs), *(p.original_tokens for p in pairs)])
-    span = size - 2 * pad
-
-    def xy(orig: int, new: int) -> tuple[float, float]:
-        return pad + orig / top * span, size - pad - new / top * span
-
-    dots = "".join(
-        "<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='#36c' fill-opacity='0.6'/>".format(
-            *xy(p.original_tokens, p.tokens)
+def _settings(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    out = []
+    for key in SETTING_KEYS:
+        before = _values(
+            row.get("original_model")
+            if key == "model"
+            else (row.get("original_params") or {}).get(key)
+            for row in rows
         )
-        for p in pairs
+        after = _values(
+            row.get("model") if key == "model" else (row.get("params") or {}).get(key)
+            for row in rows
+        )
+        if before != "—" or after != "—":
+            out.append((key, before, after))
+    return out
+
+
+def _values(values: Any) -> str:
+    """Distinct values with how many requests had each: ``0.7 (12), unset (3)``."""
+    counts = Counter("unset" if v is None else _short(v) for v in values)
+    if set(counts) <= {"unset"}:
+        return "—"
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{v} ({n})" for v, n in counts.most_common(4)) + (
+        f", {len(counts) - 4} more" if len(counts) > 4 else ""
     )
-    x0, y0 = xy(0, 0)
-    x1, y1 = xy(top, top)
-    return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}' "
-        "role='img' aria-label='output tokens, original against replay'>"
-        f"<line x1='{x0}' y1='{y0}' x2='{x1}' y2='{y1}' stroke='#999' stroke-dasharray='4'/>"
-        f"<line x1='{x0}' y1='{y0}' x2='{x1}' y2='{y0}' stroke='#000'/>"
-        f"<line x1='{x0}' y1='{y0}' x2='{x0}' y2='{y1}' stroke='#000'/>"
-        f"<text x='{size / 2}' y='{size - 6}' text-anchor='middle'>original tokens (max {top})"
-        "</text>"
-        f"<text x='12' y='{size / 2}' transform='rotate(-90 12 {size / 2})' "
-        "text-anchor='middle'>replay tokens</text>"
-        f"{dots}</svg>"
-    )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "type" in value:
+        return str(value["type"])  # a response_format: its kind is what changed
+    if isinstance(value, list):
+        return f"{len(value)} item(s)"
+    return str(value)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return float(statistics.quantiles(ordered, n=100, method="inclusive")[round(q * 100) - 1])

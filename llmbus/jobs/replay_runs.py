@@ -39,7 +39,7 @@ class ReplayOptions:
 @dataclass(frozen=True)
 class ReplayStarted:
     run_id: str | None
-    """None for a dry run."""
+    """None for a dry run; a run of 0 requests when the selection matched nothing."""
     count: int
 
 
@@ -62,8 +62,8 @@ class ReplayRuns:
         if dry_run:
             return ReplayStarted(None, await self._query.count(capped))
         originals = await self._query.fetch(capped)
-        if not originals:
-            return ReplayStarted(None, 0)
+        # An empty selection is still recorded as a run (with its filter), so the analyst
+        # gets a report that says nothing matched rather than an id that does not exist.
         run_id = new_batch_id("replay")
         now = datetime.now(UTC)
         reply_to = await self._jobs.reply_to(run_id)

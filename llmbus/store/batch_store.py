@@ -242,6 +242,8 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
     late, failed = row["late"], row["failed"]
     done = row["completed"] + failed + row["cancelled"] + late
     finished = row["last_finished"] if done >= row["total"] else None
+    if row["total"] == 0:
+        finished = events.get("published")  # an empty replay run: done once recorded
     expires_at = datetime.fromisoformat(params["expires_at"]) if "expires_at" in params else None
     past_window = expires_at is not None and datetime.now(UTC) >= expires_at
     expired = 0

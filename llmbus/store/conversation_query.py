@@ -113,37 +113,6 @@ class ConversationQuery:
 
         return await mapped(op)
 
-    async def replay_pairs(self, run_id: str) -> list[dict[str, Any]]:
-        """Each request of a replay run beside its original: outputs, tokens, latency."""
-        new_q, new_r, old_r = requests.alias("nq"), results.alias("nr"), results.alias("orr")
-        query = (
-            select(
-                new_q.c.request_id,
-                new_q.c.replay_of,
-                new_q.c.model.label("model"),
-                new_r.c.status,
-                new_r.c.output,
-                new_r.c.completion_tokens,
-                new_r.c.total_ms,
-                old_r.c.output.label("original_output"),
-                old_r.c.completion_tokens.label("original_completion_tokens"),
-                old_r.c.total_ms.label("original_total_ms"),
-            )
-            .select_from(
-                new_q.outerjoin(new_r, same_request(new_r, new_q)).outerjoin(
-                    old_r, old_r.c.request_id == new_q.c.replay_of
-                )
-            )
-            .where(new_q.c.batch_id == run_id)
-            .order_by(new_q.c.kafka_partition, new_q.c.kafka_offset)
-        )
-
-        async def op() -> list[dict[str, Any]]:
-            async with self._db.engine.connect() as conn:
-                return [dict(row._mapping) for row in await conn.execute(query)]
-
-        return await mapped(op)
-
     async def count(self, f: ConversationFilter) -> int:
         query = select(func.count()).select_from(select_conversations(f).subquery())
 

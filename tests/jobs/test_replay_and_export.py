@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -80,9 +81,10 @@ async def test_replay_links_to_originals_and_reports_the_difference(
     html = tmp_path / "report.html"
     code, out, err = await run_cli("replay", "report", run_id, "--html", str(html), env=env)
     assert code == 0, err
-    assert "compared                    3" in out
-    assert "output tokens change, mean  -8.0" in out
-    assert "identical outputs           0 (0%)" in out  # 8 tokens are a prefix of 16
+    # 8 tokens are a prefix of 16: nothing identical.
+    assert "requests 3: compared 3, identical 0 (0%), failed 0" in out
+    assert re.search(r"output tokens\s+p50 16  p95 16 tokens\s+p50 8  p95 8 tokens", out)
+    assert re.search(r"max_tokens\s+16\s+8", out)
     assert "most different pairs" in out
     page = html.read_text()
     assert page.startswith("<!doctype html>") and page.count("<circle") == 3
