@@ -79,21 +79,32 @@ if ! ls "$CACHE"/chromium-*/usr/lib/chromium/chromium >/dev/null 2>&1; then
   # packages only ("Inst name (version ..."), not upgrades ("Inst name [old] (new ..."),
   # which would shadow libraries the system already has. Recommends (udev, fonts, ...) are
   # not needed headless. chromium itself is named even where it is installed system-wide.
-  SIMULATED="$(apt-get install --simulate --no-install-recommends chromium)"
-  mapfile -t CHROMIUM_PKGS < <(
-    sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) .*/\1=\2/p' <<<"$SIMULATED" \
-      | grep -v -e '^chromium=' -e '^chromium-common='
-  )
+  chromium_debs() {
+    local simulated pkgs
+    simulated="$(apt-get install --simulate --no-install-recommends chromium)"
+    mapfile -t pkgs < <(
+      sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) .*/\1=\2/p' <<<"$simulated" \
+        | grep -v -e '^chromium=' -e '^chromium-common='
+    )
+    (cd "$DEBS" && apt-get download -qq chromium chromium-common "${pkgs[@]}")
+  }
   # The .debs go to /tmp: as root, apt downloads as user _apt, who cannot enter ~root.
   DEBS="$(mktemp -d)"
-  if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$DEBS"; fi
-  (cd "$DEBS" && apt-get download -qq chromium chromium-common "${CHROMIUM_PKGS[@]}")
   STAGE="$(mktemp -d "$CACHE/.chromium.XXXXXX")"
+  trap 'rm -rf "$DEBS" "$STAGE"' EXIT
+  if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$DEBS"; fi
+  if ! chromium_debs; then
+    say "Chromium's packages not found at the listed versions: refreshing package lists"
+    as_root apt-get update -qq  # stale lists name versions the mirror no longer holds
+    rm -f "$DEBS"/*.deb
+    chromium_debs
+  fi
   for DEB in "$DEBS"/*.deb; do dpkg -x "$DEB" "$STAGE/root"; done
   CHROMIUM_DIR="$CACHE/chromium-$(dpkg-deb -f "$DEBS"/chromium_*.deb Version)"
   rm -rf "$CHROMIUM_DIR"
   mv "$STAGE/root" "$CHROMIUM_DIR"  # whole or not at all: the check above looks for the binary
   rm -rf "$STAGE" "$DEBS"
+  trap - EXIT
 fi
 
 # --- Python environment -----------------------------------------------------------------

@@ -54,6 +54,9 @@ class AnswerStream:
         """From the request's creation to the engine's first token: the first chunk of a
         streamed request; for one answered whole, the answer less the engine's decode time
         (None where the engine does not report it)."""
+        self.streamed = False
+        """Whether ``ttft_ms`` was timed at a first chunk (what the latency metrics count:
+        an interactive client's wait, not a batch answer's hour in its queue)."""
         self.steps = 0
         """Chunks with choices so far: one per engine step, so about the tokens generated."""
 
@@ -97,6 +100,7 @@ class AnswerStream:
                     continue
                 if self.ttft_ms is None:
                     self.ttft_ms = self.elapsed_ms()
+                    self.streamed = True
                 self._assembler.add(chunk)
                 if not chunk.get("choices"):
                     continue  # the usage chunk: the final carries usage

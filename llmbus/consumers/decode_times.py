@@ -36,6 +36,8 @@ class DecodeTimes:
         if future is None:
             return None
         try:
+            if future.done():  # the usual case: no timer, no task
+                return future.result()
             # Kept in _pending while waiting: finished() finds it there.
             return await asyncio.wait_for(asyncio.shield(future), WAIT_S)
         except TimeoutError:

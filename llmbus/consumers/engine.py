@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 DECODE_MS_KEY = "llmbus_decode_ms"
 """Key of a whole response (``call.stream`` false) under which an engine may say how long
-it generated after its first token, in ms: the worker takes it out and records the time to
-first token as the time to the whole answer less this. An engine that cannot tell leaves it
-out, and the time to first token stays unknown."""
+ago, in ms, it generated the answer's first token: the worker takes it out and records the
+time to first token as the time to the whole answer less this. An engine that cannot tell
+(several choices, say) leaves it out, and the time to first token stays unknown."""
 
 
 class Endpoint(StrEnum):

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ class VllmEngine:
         """Fed every engine step's time and running sequences (``BatchThrottle``)."""
         self._export_metrics = export_metrics
         """vLLM keeps one engine's metrics per process: a new engine that exports them
-        unregisters the previous one's. A second engine in a process (tests) goes without."""
+        unregisters the previous one's. A second engine in a process (tests) goes without
+        (vLLM still computes stats for llmbus's own logger: step costs and decode times)."""
         self._llm: Any = None
         self._serving: dict[Endpoint, Any] = {}
         self._seeded_sampling = True
@@ -248,19 +250,18 @@ class VllmEngine:
             Endpoint.COMPLETIONS: getattr(serving, "create_completion", None),
             Endpoint.EMBEDDINGS: serving,  # the pooling handler is called itself
         }[call.endpoint]
-        # The id vLLM's serving layer gives a one-prompt request, and its stats.
-        prefix = "chatcmpl" if call.endpoint is Endpoint.CHAT else "cmpl"
-        engine_id = f"{prefix}-{call.request_id}"
-        if not call.stream and call.endpoint.generates:
+        engine_id = _engine_id(call)
+        if engine_id is not None:
             self._decode_times.expect(engine_id)
         try:
             async for chunk in self._answer(call, create, request, engine_id):
                 yield chunk
         finally:
-            self._decode_times.discard(engine_id)
+            if engine_id is not None:
+                self._decode_times.discard(engine_id)
 
     async def _answer(
-        self, call: EngineCall, create: Any, request: Any, engine_id: str
+        self, call: EngineCall, create: Any, request: Any, engine_id: str | None
     ) -> AsyncGenerator[dict[str, Any], None]:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.entrypoints.serve.exception_handling.error_response import (
@@ -290,10 +291,13 @@ class VllmEngine:
             yield orjson.loads(response.body)
             return
         if not call.stream:
+            answered = time.monotonic()
             whole = response.model_dump(mode="json")
-            decode_ms = await self._decode_times.take_ms(engine_id)
-            if decode_ms is not None:
-                whole[DECODE_MS_KEY] = decode_ms
+            if engine_id is not None:
+                decode_ms = await self._decode_times.take_ms(engine_id)
+                if decode_ms is not None:
+                    # From the first token to now: the wait for the time and the dump too.
+                    whole[DECODE_MS_KEY] = decode_ms + (time.monotonic() - answered) * 1000
             yield whole
             return
         async with contextlib.aclosing(response):
@@ -350,6 +354,22 @@ def _stats_reader(costs: StepCostModel | None, decode_times: DecodeTimes) -> Any
             return None
 
     return StepTimer
+
+
+def _engine_id(call: EngineCall) -> str | None:
+    """The id under which vLLM's stats report a whole answer's one engine request, or None
+    where there is no single one to time: streamed calls (timed by their first chunk),
+    embeddings, several choices or prompts (one engine request each)."""
+    body = call.body
+    if call.stream or not call.endpoint.generates or body.get("n", 1) != 1:
+        return None
+    if body.get("use_beam_search"):
+        return None
+    if call.endpoint is Endpoint.CHAT:
+        return f"chatcmpl-{call.request_id}"
+    if not isinstance(body.get("prompt"), str):
+        return None  # a list may hold several prompts, each its own engine request
+    return f"cmpl-{call.request_id}-0"  # vLLM numbers a completion's prompts
 
 
 def _seeded_and_sampled(body: dict[str, Any]) -> bool:

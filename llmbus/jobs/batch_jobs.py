@@ -140,8 +140,8 @@ class BatchJobs:
     ) -> None:
         """Record the batch, publish its requests, then mark it published (the order in
         this module's docstring). Batch jobs and replay runs both come through here. When
-        publishing fails the batch is marked failed (best effort: the database may be what
-        failed) and what was published is cancelled."""
+        publishing fails or is interrupted the batch is marked failed (best effort: the
+        database may be what failed) and what was published is cancelled."""
         deadlines = [r.deadline for r in requests if r.deadline is not None]
         if deadlines:
             params = {**params, "expires_at": max(deadlines).isoformat()}
@@ -157,7 +157,9 @@ class BatchJobs:
         )
         try:
             await self._publisher.publish(requests, on_acked)
-        except LlmbusError:
+        except BaseException:
+            # Ctrl-C too: a batch left "publishing" would read as running until its window
+            # ends (a day), and a judging would wait for it that long.
             with contextlib.suppress(LlmbusError):
                 await self._store.add_event(batch_id, "publish_failed")
                 await self._publisher.cancel(batch_id)

@@ -65,7 +65,9 @@ class JudgeTally:
     model: str
     judged: int
     unjudged: int
-    """Compared pairs without a verdict yet (judge pending or failed)."""
+    """Compared pairs without a verdict (judging pending or failed)."""
+    failed: int
+    """Of those, pairs whose judging failed for good (``ReplayJudge`` does not resend)."""
     replay_better: Share
     tie: Share
     original_better: Share
@@ -83,13 +85,14 @@ def wilson(count: int, n: int) -> Share:
     return Share(count, p, max(0.0, centre - half), min(1.0, centre + half))
 
 
-def tally(model: str, verdicts: Sequence[Verdict | None]) -> JudgeTally:
+def tally(model: str, verdicts: Sequence[Verdict | None], *, failed: int = 0) -> JudgeTally:
     given = [v for v in verdicts if v is not None]
     n = len(given)
     return JudgeTally(
         model=model,
         judged=n,
         unjudged=len(verdicts) - n,
+        failed=failed,
         replay_better=wilson(sum(v.winner == "replay" for v in given), n),
         tie=wilson(sum(v.winner == "tie" for v in given), n),
         original_better=wilson(sum(v.winner == "original" for v in given), n),

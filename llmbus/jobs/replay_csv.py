@@ -58,8 +58,20 @@ def write_csv(report: ReplayReport, path: Path) -> int:
     with path.open("w", encoding="utf-8", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(COLUMNS)
-        out.writerows(pair_record(p) for p in report.pairs)
+        out.writerows([spreadsheet_safe(v) for v in pair_record(p)] for p in report.pairs)
     return len(report.pairs)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a cell starts that a spreadsheet would run as a formula (OWASP's CSV injection)."""
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula, quoted with a leading apostrophe: prompts
+    and answers are anybody's text. The page's download does the same (report.js)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _ms(value: float | None) -> float | None:

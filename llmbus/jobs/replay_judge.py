@@ -3,9 +3,9 @@ answer is better, through llmbus's own batch lane.
 
 Judging is a batch job of kind ``judge`` (params ``judge_of``: the run, ``model``): it has
 progress, can be cancelled with ``llmbus batch cancel``, and every prompt and verdict is
-in the audit trail. Starting again resumes: pairs that already have a verdict, or whose
-judging is still under way, are not sent again; only the rest (never judged, or whose
-judge request failed or was cancelled) go into a new judge batch. Each pair is shown to
+in the audit trail. Starting again resumes: while a judging of the run and model is still
+running nothing is sent (the command follows it); once it ended, only pairs never judged
+or whose judging was cancelled or expired go into a new judge batch. Each pair is shown to
 the judge in an order drawn at random, recorded in its request's metadata, so a judge's
 preference for the first answer does not read as a preference for either side.
 """
@@ -33,49 +33,76 @@ INSTRUCTIONS = (
 
 CLIP_CHARS = 1500
 """Each text (conversation, answer A, answer B) is cut to this many characters: three of
-them with the instructions stay well inside a 2,048-token context (about 4 characters per
-token), so no pair is refused for its length."""
+them with the instructions fit a 2,048-token context at about 4 characters per token
+(English prose). Denser text (code, CJK) can still overflow a small judge's context: such
+a pair's judging fails as too long, is reported unjudged and is not sent again."""
 
 MAX_TOKENS = 96
 """Enough for the verdict and a reason of at most 160 characters (``JUDGE_SCHEMA``)."""
 
 
+RESENT = frozenset({"cancelled", "deadline_exceeded"})
+"""Error codes of a judge request that a new judging sends again: it never ran to an
+answer. Any other failure (a prompt too long for the judge, say) would fail again, and an
+answer that is not a verdict would most likely be one again: those pairs are reported as
+unjudged instead of being sent on every resume."""
+
+
+@dataclass(frozen=True)
+class JudgeState:
+    verdicts: dict[str, Verdict]
+    """By replay request id: the first verdict each pair got."""
+    failed: dict[str, str]
+    """Pairs whose judging failed for good, with why."""
+    running: list[str]
+    """Judge batches of the run and model not finished yet (publishing, in progress or
+    cancelling): until they end, which of their pairs are answered is not known."""
+    sent: set[str]
+    """Pairs of judge requests that ran, or may still run, to an answer."""
+
+
 @dataclass(frozen=True)
 class JudgeProgress:
-    judge_ids: list[str]
-    """Judge batches of this run and model that are still running (including a new one)."""
+    state: JudgeState
     started: str | None
     """The judge batch started now, if any pair needed judging."""
     sent: int
-    verdicts: dict[str, Verdict]
-    """By replay request id: the first verdict each compared pair got."""
+
+    @property
+    def judge_ids(self) -> list[str]:
+        """The judge batches to follow to their end."""
+        return [*self.state.running, *([self.started] if self.started else [])]
 
 
 class ReplayJudge:
-    def __init__(self, query: ReplayQuery, store: BatchStore, jobs: BatchJobs | None) -> None:
+    def __init__(self, query: ReplayQuery, store: BatchStore) -> None:
         self._query = query
         self._store = store
-        self._jobs = jobs
-        """None for reading verdicts only (no Kafka)."""
 
-    async def verdicts(self, run_id: str, model: str) -> tuple[dict[str, Verdict], list[str]]:
-        """Verdicts so far (the oldest per pair) and the judge batches still running."""
+    async def state(self, run_id: str, model: str) -> JudgeState:
         verdicts: dict[str, Verdict] = {}
+        failed: dict[str, str] = {}
         running: list[str] = []
+        sent: set[str] = set()
         for judge in await self._query.judge_runs(run_id):
             if judge["params"].get("model") != model:
                 continue
-            status = await self._store.status(judge["batch_id"])
-            if status.finished_at is None:
+            if (await self._store.status(judge["batch_id"])).finished_at is None:
                 running.append(judge["batch_id"])
             for row in await self._query.judge_answers(judge["batch_id"]):
                 pair = row["metadata"].get("pair")
-                if row["status"] != "ok" or pair is None or pair in verdicts:
+                if pair is None or row["error_code"] in RESENT:
+                    continue
+                sent.add(pair)
+                if row["status"] is None or pair in verdicts:
                     continue
                 verdict = parse_verdict(row["output"], row["metadata"].get("first", ""))
                 if verdict is not None:
                     verdicts[pair] = verdict
-        return verdicts, running
+                    failed.pop(pair, None)
+                else:
+                    failed[pair] = row["error_code"] or "the answer was not a verdict"
+        return JudgeState(verdicts, failed, running, sent)
 
     async def latest_model(self, run_id: str) -> str | None:
         """The model of the run's most recent judging, for a report asked without one."""
@@ -87,22 +114,23 @@ class ReplayJudge:
         run: dict[str, Any],
         pairs: list[Pair],
         model: str,
+        jobs: BatchJobs,
         *,
         on_acked: Callable[[int], None] | None = None,
     ) -> JudgeProgress:
-        """Send the compared pairs that have no verdict and are not being judged."""
-        if self._jobs is None:
-            raise RuntimeError("ReplayJudge was opened for reading verdicts only")
-        run_id = run["batch_id"]
-        verdicts, running = await self.verdicts(run_id, model)
-        in_flight = await self._in_flight(running)
-        taken = set(verdicts) | in_flight
-        todo = [p for p in pairs if p.state == "compared" and p.request_id not in taken]
+        """Send the compared pairs that were never judged, or whose judging was cancelled
+        or expired, in a new judge batch. While a judging of this run and model is still
+        running nothing is sent: its requests reach the audit trail (where this looks) only
+        as they are answered, so which of its pairs are covered is not known until then."""
+        state = await self.state(run["batch_id"], model)
+        if state.running:
+            return JudgeProgress(state, None, 0)
+        todo = [p for p in pairs if p.state == "compared" and p.request_id not in state.sent]
         if not todo:
-            return JudgeProgress(running, None, 0, verdicts)
+            return JudgeProgress(state, None, 0)
         judge_id = new_batch_id("judge")
         now = datetime.now(UTC)
-        reply_to = await self._jobs.reply_to(judge_id)
+        reply_to = await jobs.reply_to(judge_id)
         requests = [
             ChatRequest(
                 request_id=f"{judge_id}-{n}",
@@ -118,26 +146,17 @@ class ReplayJudge:
             )
             for n, (pair, first) in enumerate(((p, _first()) for p in todo), start=1)
         ]
-        await self._jobs.enqueue(
+        await jobs.enqueue(
             judge_id,
             requests,
             kind="judge",
             tenant_id=run.get("tenant_id"),
             user_id=None,
             source=None,
-            params={"judge_of": run_id, "model": model},
+            params={"judge_of": run["batch_id"], "model": model},
             on_acked=on_acked,
         )
-        return JudgeProgress([*running, judge_id], judge_id, len(requests), verdicts)
-
-    async def _in_flight(self, running: list[str]) -> set[str]:
-        """Pairs whose judge request, in a batch still running, has no result yet."""
-        pairs: set[str] = set()
-        for judge_id in running:
-            for row in await self._query.judge_answers(judge_id):
-                if row["status"] is None and "pair" in row["metadata"]:
-                    pairs.add(row["metadata"]["pair"])
-        return pairs
+        return JudgeProgress(state, judge_id, len(requests))
 
 
 def _first() -> str:
@@ -154,7 +173,7 @@ def judge_body(model: str, pair: Pair, first: str) -> ChatCompletionRequest:
                 {
                     "role": "user",
                     "content": (
-                        f"Conversation:\n{_clip(pair.prompt)}\n\n"
+                        f"Conversation:\n{_clip(pair.prompt, tail=True)}\n\n"
                         f"Answer A:\n{_clip(a.output or '')}\n\n"
                         f"Answer B:\n{_clip(b.output or '')}\n\n"
                         "Which answer is better?"
@@ -171,5 +190,8 @@ def judge_body(model: str, pair: Pair, first: str) -> ChatCompletionRequest:
     )
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= CLIP_CHARS else text[: CLIP_CHARS - 1] + "…"
+def _clip(text: str, *, tail: bool = False) -> str:
+    """At most CLIP_CHARS: an answer's start, a conversation's end (the turn answered)."""
+    if len(text) <= CLIP_CHARS:
+        return text
+    return "…" + text[1 - CLIP_CHARS :] if tail else text[: CLIP_CHARS - 1] + "…"

@@ -5,14 +5,13 @@ private network have no internet, and a report mailed around must open anywhere.
 
 from __future__ import annotations
 
-import difflib
 import html
 import json
-import re
 from importlib import resources
 
 from llmbus.jobs import report_charts
 from llmbus.jobs.replay_csv import COLUMNS, pair_record
+from llmbus.jobs.replay_pairs_html import pairs_table
 from llmbus.jobs.replay_report import Pair, ReplayReport
 from llmbus.jobs.replay_text import describe_selection, judge_line
 
@@ -33,13 +32,16 @@ def render_page(r: ReplayReport) -> str:
         "columns": list(COLUMNS),
         "rows": [pair_record(p) for p in shown],
     }
-    # "</" inside the JSON would end the script element early: escaped, JSON reads the same.
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    # No "<", ">" or "&" may reach the script element: "</script>" would end it early and
+    # "<!--<script>" would swallow the page's own script. Escaped, the JSON reads the same.
+    payload = json.dumps(data, ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        payload = payload.replace(char, escaped)
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>llmbus replay {esc(r.run_id)}</title><style>{css}</style></head><body>"
         f"<h1>Replay {esc(r.run_id)}</h1>{_facts(r)}{_settings(r)}{_measures(r)}"
-        f"{_charts(r)}{_structured(r)}{_judge(r)}{_errors(r)}{_pairs(r, shown)}"
+        f"{_charts(r)}{_structured(r)}{_judge(r)}{_errors(r)}{pairs_table(r, shown)}"
         f"<script type='application/json' id='pairs-data'>{payload}</script>"
         f"<script>{script}</script></body></html>"
     )
@@ -119,8 +121,10 @@ def _charts(r: ReplayReport) -> str:
         ),
         report_charts.scatter(
             [
-                (float(p.original.completion_tokens or 0), float(p.replay.completion_tokens or 0))
+                (float(p.original.completion_tokens), float(p.replay.completion_tokens))
                 for p in compared
+                if p.original.completion_tokens is not None
+                and p.replay.completion_tokens is not None
             ],
             title="Output length",
             x_label="original output tokens",
@@ -186,112 +190,3 @@ def _errors(r: ReplayReport) -> str:
         return ""
     rows = [[str(n), e] for e, n in r.errors[:10]]
     return "<h2>Failed requests</h2>" + _table(["requests", "error"], rows)
-
-
-def _pairs(r: ReplayReport, shown: list[Pair]) -> str:
-    if not r.pairs:
-        return ""
-
-    def options(values: set[str]) -> str:
-        return "<option value=''>all</option>" + "".join(
-            f"<option>{esc(v)}</option>" for v in sorted(values)
-        )
-
-    def select(name: str, values: set[str]) -> str:
-        return f"<label>{name}<select id='{name}'>{options(values)}</select></label>"
-
-    number = "type='number' min='0' max='1' step='0.05'"
-    controls = (
-        "<div class='controls'>"
-        f"<label>similarity from<input id='sim-min' {number}></label>"
-        f"<label>to<input id='sim-max' {number}></label>"
-        + select("tenant", {p.tenant_id or "" for p in shown})
-        + select("model", {p.model for p in shown})
-        + select("state", {p.state for p in shown})
-        + "<label>text<input id='search' type='search'></label>"
-        "<button id='csv' type='button'>Download CSV</button>"
-        f"<span>showing <b id='shown'>{len(shown)}</b> of {r.total}</span></div>"
-    )
-    cols = [
-        ("n", "#", "number"),
-        ("original", "original id", ""),
-        ("tenant", "tenant", ""),
-        ("model", "model", ""),
-        ("state", "state", ""),
-        ("similarity", "similarity", "number"),
-        ("verdict", "judge", ""),
-        ("tokens", "tokens original → replay", "number"),
-        ("ttft", "TTFT ms original → replay", "number"),
-    ]
-    head = "".join(f"<th data-key='{k}' data-type='{t}'>{esc(label)}</th>" for k, label, t in cols)
-    body = "".join(_pair_rows(n, p) for n, p in enumerate(shown, start=1))
-    return (
-        "<h2>Pairs</h2><p>Click a row to see both answers side by side; click a heading to "
-        f"sort.</p>{controls}<table id='pairs'><thead><tr>{head}</tr></thead>"
-        f"<tbody>{body}</tbody></table>"
-    )
-
-
-def _pair_rows(n: int, p: Pair) -> str:
-    o, r = p.original, p.replay
-    sim = "" if p.similarity is None else f"{p.similarity:.3f}"
-    verdict = p.verdict.winner if p.verdict else ""
-    ttft = f"{_ms(o.ttft_ms)} → {_ms(r.ttft_ms)}"
-    data = {
-        "id": p.request_id,
-        "n": str(n),
-        "original": p.replay_of,
-        "tenant": p.tenant_id or "",
-        "model": p.model,
-        "state": p.state,
-        "similarity": sim,
-        "verdict": verdict,
-        "tokens": str(r.completion_tokens if r.completion_tokens is not None else ""),
-        "ttft": "" if r.ttft_ms is None else f"{r.ttft_ms:.1f}",
-        "detail": f"d{n}",
-    }
-    attrs = " ".join(f"data-{k}='{esc(v)}'" for k, v in data.items())
-    cells = [
-        str(n),
-        p.replay_of,
-        p.tenant_id or "",
-        p.model,
-        p.state,
-        sim,
-        verdict,
-        f"{o.completion_tokens} → {r.completion_tokens}",
-        ttft,
-    ]
-    row = f"<tr class='pair' {attrs}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
-    old, new = _marked(o.output or "", r.output or "")
-    reason = f"<p><b>judge:</b> {esc(p.verdict.reason)}</p>" if p.verdict else ""
-    error = f"<p><b>error:</b> {esc(r.error)}</p>" if r.error else ""
-    detail = (
-        f"<tr class='detail' id='d{n}' hidden><td colspan='9'><div class='prompt'>"
-        f"<b>asked:</b> {esc(p.prompt)}</div>{reason}{error}<div class='side'>"
-        f"<div><b>original</b><pre>{old}</pre></div><div><b>replay</b><pre>{new}</pre></div>"
-        "</div></td></tr>"
-    )
-    return row + detail
-
-
-def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}"
-
-
-def _marked(a: str, b: str) -> tuple[str, str]:
-    """Both texts escaped, words only in the original in <del>, only in the replay in <ins>."""
-    wa, wb = re.split(r"(\s+)", a), re.split(r"(\s+)", b)
-    old: list[str] = []
-    new: list[str] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes():
-        left, right = esc("".join(wa[i1:i2])), esc("".join(wb[j1:j2]))
-        if op == "equal":
-            old.append(left)
-            new.append(right)
-            continue
-        if left:
-            old.append(f"<del>{left}</del>")
-        if right:
-            new.append(f"<ins>{right}</ins>")
-    return "".join(old), "".join(new)

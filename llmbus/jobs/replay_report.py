@@ -8,7 +8,6 @@ original batch that waited an hour for a worker is then not "slower" than its re
 
 from __future__ import annotations
 
-import difflib
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,23 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from llmbus.jobs.judge_verdicts import JudgeTally, Verdict, tally
+from llmbus.jobs.pair_text import prompt_text, text_similarity
+from llmbus.jobs.replay_settings import settings_changed
 from llmbus.jobs.structured_checks import StructuredShares, structured_shares
-
-SETTING_KEYS = (
-    "model",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-    "stop",
-    "frequency_penalty",
-    "presence_penalty",
-    "n",
-    "response_format",
-    "tools",
-)
-"""The request fields a replay can change that decide an answer; shown side by side."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +131,7 @@ def build_report(
     status: str,
     verdicts: dict[str, Verdict] | None = None,
     judge_model: str | None = None,
+    judge_failed: int = 0,
 ) -> ReplayReport:
     """The report of run ``run`` (its batches row) from its pairs (``ReplayQuery.pairs``)
     and the judge's verdicts by replay request id, if any."""
@@ -165,12 +151,16 @@ def build_report(
         created_at=run.get("created_at"),
         status=status,
         selection=dict((run.get("params") or {}).get("filter") or {}),
-        settings=_settings(rows),
+        settings=settings_changed(rows),
         counts=counts,
         measures=_measures(compared),
         similarity=Quantiles.of([p.similarity for p in compared if p.similarity is not None]),
         structured=structured_shares(rows),
-        judge=tally(judge_model, [p.verdict for p in compared]) if judge_model else None,
+        judge=(
+            tally(judge_model, [p.verdict for p in compared], failed=judge_failed)
+            if judge_model
+            else None
+        ),
         errors=errors.most_common(),
         pairs=pairs,
     )
@@ -182,7 +172,7 @@ def _pair(row: dict[str, Any], verdict: Verdict | None) -> Pair:
     if original.status == replay.status == "ok":
         a, b = original.output, replay.output
         if isinstance(a, str) and isinstance(b, str):
-            similarity = 1.0 if a == b else difflib.SequenceMatcher(None, a, b).ratio()
+            similarity = 1.0 if a == b else text_similarity(a, b)
     return Pair(
         request_id=row["request_id"],
         replay_of=row["replay_of"],
@@ -195,21 +185,6 @@ def _pair(row: dict[str, Any], verdict: Verdict | None) -> Pair:
         similarity=similarity,
         verdict=verdict if similarity is not None else None,
     )
-
-
-def prompt_text(messages: Any, params: dict[str, Any]) -> str:
-    """What the model was asked, as text: a chat's messages one per line, or a legacy
-    completion's prompt."""
-    if messages:
-        lines = []
-        for m in messages:
-            content = m.get("content")
-            if isinstance(content, list):  # content parts: their text
-                content = " ".join(str(part.get("text", "")) for part in content)
-            lines.append(f"{m.get('role', '?')}: {content or ''}")
-        return "\n".join(lines)
-    prompt = params.get("prompt")
-    return prompt if isinstance(prompt, str) else str(prompt or "")
 
 
 def _measures(compared: list[Pair]) -> list[Measure]:
@@ -226,44 +201,6 @@ def _measures(compared: list[Pair]) -> list[Measure]:
         measure("time per output token", "ms", "tpot_ms"),
         measure("output tokens", "tokens", "completion_tokens"),
     ]
-
-
-def _settings(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    out = []
-    for key in SETTING_KEYS:
-        before = _values(
-            row.get("original_model")
-            if key == "model"
-            else (row.get("original_params") or {}).get(key)
-            for row in rows
-        )
-        after = _values(
-            row.get("model") if key == "model" else (row.get("params") or {}).get(key)
-            for row in rows
-        )
-        if before != "—" or after != "—":
-            out.append((key, before, after))
-    return out
-
-
-def _values(values: Any) -> str:
-    """Distinct values with how many requests had each: ``0.7 (12), unset (3)``."""
-    counts = Counter("unset" if v is None else _short(v) for v in values)
-    if set(counts) <= {"unset"}:
-        return "—"
-    if len(counts) == 1:
-        return next(iter(counts))
-    return ", ".join(f"{v} ({n})" for v, n in counts.most_common(4)) + (
-        f", {len(counts) - 4} more" if len(counts) > 4 else ""
-    )
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict) and "type" in value:
-        return str(value["type"])  # a response_format: its kind is what changed
-    if isinstance(value, list):
-        return f"{len(value)} item(s)"
-    return str(value)
 
 
 def _quantile(values: list[float], q: float) -> float:

@@ -64,6 +64,8 @@ def judge_line(j: JudgeTally) -> str:
         return f"{name} {s.rate:.0%} [{s.low:.0%}-{s.high:.0%}]"
 
     pending = f", {j.unjudged} without a verdict" if j.unjudged else ""
+    if j.failed:
+        pending += f" ({j.failed} failed for good)"
     return (
         f"judge {j.model}, {j.judged} pairs{pending} (95% CI): "
         f"{part('replay better', j.replay_better)}, {part('tie', j.tie)}, "
@@ -89,6 +91,10 @@ def _share(v: ValidShares, schema: bool) -> str:
     return f"{good}/{asked} ({good / asked:.0%})" if asked else "not asked"
 
 
+_CONTROL = dict.fromkeys([*range(32), *range(127, 160)], " ")
+"""C0 and C1 control characters: model output must not drive the analyst's terminal."""
+
+
 def _clip(text: str, width: int) -> str:
-    flat = " ".join(text.split())
+    flat = " ".join(text.translate(_CONTROL).split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"

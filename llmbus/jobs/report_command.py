@@ -2,8 +2,9 @@
 
 With ``--judge MODEL`` the pairs without a verdict are sent to MODEL through the batch lane
 (``ReplayJudge``), the command follows the judging to its end and then reports. Stopping
-it (Ctrl-C) leaves the judging running; the same command later resumes and sends nothing
-twice. Without ``--judge`` the report shows the verdicts of the run's latest judging.
+it (Ctrl-C) leaves the judging running; the same command later follows it and then sends
+what it left (pairs cancelled or expired). Without ``--judge`` the report shows the
+verdicts of the run's latest judging.
 """
 
 from __future__ import annotations
@@ -36,26 +37,21 @@ async def replay_report(
     if run is None or run["kind"] != "replay":
         print(f"no replay run {run_id!r} (`llmbus batch list` shows runs)", file=sys.stderr)
         return 1
-    judge = ReplayJudge(query, store, batches)
+    judge = ReplayJudge(query, store)
     model = args.judge or await judge.latest_model(run_id)
-    if args.judge:
-        rows = await query.pairs(run_id)
-        status = await store.status(run_id)
-        pairs = build_report(run, rows, status=status.status).pairs
-        progress = await judge.start(run, pairs, args.judge)
-        if progress.started:
-            print(
-                f"judging {progress.sent} pairs with {args.judge}: {progress.started}"
-                " (`llmbus batch cancel` stops it; this command again resumes)",
-                file=sys.stderr,
-            )
-        if not args.no_wait:
-            for judge_id in progress.judge_ids:
-                await follow(judge_id)
+    if args.judge and batches is not None:
+        await _judge(run, args, query, store, judge, batches, follow)
     rows = await query.pairs(run_id)
     status = await store.status(run_id)
-    verdicts = (await judge.verdicts(run_id, model))[0] if model else {}
-    report = build_report(run, rows, status=status.status, verdicts=verdicts, judge_model=model)
+    state = await judge.state(run_id, model) if model else None
+    report = build_report(
+        run,
+        rows,
+        status=status.status,
+        verdicts=state.verdicts if state else None,
+        judge_model=model,
+        judge_failed=len(state.failed) if state else 0,
+    )
     print(render_text(report))
     if args.html:
         args.html.write_text(render_page(report), encoding="utf-8")
@@ -63,3 +59,36 @@ async def replay_report(
     if args.csv:
         print(f"{write_csv(report, args.csv)} pairs written to {args.csv}")
     return 0
+
+
+async def _judge(
+    run: dict[str, Any],
+    args: argparse.Namespace,
+    query: ReplayQuery,
+    store: BatchStore,
+    judge: ReplayJudge,
+    batches: BatchJobs,
+    follow: Callable[[str], Awaitable[Any]],
+) -> None:
+    # Twice at most: a judging still running is followed first, then what it left is sent.
+    for _ in range(2):
+        status = await store.status(run["batch_id"])
+        pairs = build_report(run, await query.pairs(run["batch_id"]), status=status.status).pairs
+        progress = await judge.start(run, pairs, args.judge, batches)
+        if progress.started:
+            print(
+                f"judging {progress.sent} pairs with {args.judge}: {progress.started}"
+                " (`llmbus batch cancel` stops it; this command again resumes)",
+                file=sys.stderr,
+            )
+        elif progress.state.running:
+            print(
+                f"following the judging under way: {', '.join(progress.state.running)}",
+                file=sys.stderr,
+            )
+        if args.no_wait:
+            return
+        for judge_id in progress.judge_ids:
+            await follow(judge_id)
+        if not progress.state.running:
+            return

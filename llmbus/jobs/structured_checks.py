@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+from referencing.exceptions import Unresolvable
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,6 @@ def _conforms(value: Any, schema: dict[str, Any]) -> bool:
         jsonschema.validate(value, schema)
     except jsonschema.ValidationError:
         return False
-    except jsonschema.SchemaError:
+    except (jsonschema.SchemaError, Unresolvable):
         return False  # a schema the engine took but jsonschema cannot read proves nothing
     return True

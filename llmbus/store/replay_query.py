@@ -2,7 +2,9 @@
 original, and the judge's verdicts.
 
 A run's own requests are found by ``batch_id`` within days of the run (``near_batch``), so
-only those days' partitions are read; each original is probed by its id.
+only those days' partitions are read. Each original is probed by its id in every daily
+partition up to the run (its index there): originals may be of any age, and a replay does
+not record the day of its original.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class ReplayQuery:
                 nq.c.tenant_id,
                 nq.c.model,
                 nq.c.params,
+                nq.c.messages,
                 nq.c.created_at,
                 *_labelled(nr, _RESULT_FIELDS, ""),
                 oq.c.model.label("original_model"),
@@ -73,7 +76,11 @@ class ReplayQuery:
             )
             .select_from(
                 nq.outerjoin(nr, same_request(nr, nq) & r_near)
-                .outerjoin(oq, oq.c.request_id == nq.c.replay_of)
+                # An original precedes its replay: partitions after the run are not probed.
+                .outerjoin(
+                    oq,
+                    (oq.c.request_id == nq.c.replay_of) & (oq.c.created_at <= nq.c.created_at),
+                )
                 .outerjoin(orr, same_request(orr, oq))
             )
             .where(nq.c.batch_id == run_id, q_near)
@@ -96,7 +103,14 @@ class ReplayQuery:
         jq, jr = requests.alias("jq"), results.alias("jr")
         q_near, r_near = near_batch(judge_id, jq.c.created_at, jr.c.created_at)
         query = (
-            select(jq.c.request_id, jq.c.metadata, jq.c.model, jr.c.status, jr.c.output)
+            select(
+                jq.c.request_id,
+                jq.c.metadata,
+                jq.c.model,
+                jr.c.status,
+                jr.c.output,
+                jr.c.error_code,
+            )
             .select_from(jq.outerjoin(jr, same_request(jr, jq) & r_near))
             .where(jq.c.batch_id == judge_id, q_near)
         )

@@ -48,6 +48,17 @@ async def test_a_whole_answer_equals_the_assembled_stream(engine: Engine) -> Non
     assert a.completion_tokens() == b.completion_tokens() > 0
 
 
+async def test_a_whole_legacy_completion_carries_its_decode_time(engine: Engine) -> None:
+    body = {"model": BODY["model"], "prompt": "Once upon a time", "max_tokens": 8}
+    call = EngineCall("whole-cmpl", Endpoint.COMPLETIONS, body | {"temperature": 0}, stream=False)
+    started = time.monotonic()
+    async with contextlib.aclosing(engine.serve(call)) as chunks:
+        (whole,) = [chunk async for chunk in chunks]
+    # vLLM numbers a completion's prompts: the time is found under that id, not waited for.
+    assert 0 < whole.pop(DECODE_MS_KEY) < (time.monotonic() - started) * 1000
+    assert whole["object"] == "text_completion"
+
+
 async def test_cancelling_a_whole_answer_cancels_and_the_engine_serves_on(engine: Engine) -> None:
     long = {**BODY, "max_tokens": 400, "messages": [{"role": "user", "content": "Tell a story."}]}
     call = EngineCall("cancel-whole", Endpoint.CHAT, long, stream=False)

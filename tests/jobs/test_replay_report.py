@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 
 from llmbus.jobs.judge_verdicts import Verdict, parse_verdict, tally, wilson
+from llmbus.jobs.pair_text import text_similarity
 from llmbus.jobs.replay_csv import COLUMNS, write_csv
 from llmbus.jobs.replay_page import render_page
 from llmbus.jobs.replay_report import build_report
@@ -112,6 +114,25 @@ def test_the_report_splits_latency_and_counts_every_state() -> None:
     assert "failed 1x: engine_error: boom" in text
 
 
+def test_quantiles_interpolate_as_numpy_does() -> None:
+    rows = [
+        row(str(n), "x", "y") | {"queue_ms": float(q), "ttft_ms": float(q) + t}
+        for n, (q, t) in enumerate([(3, 10), (90, 40), (7, 25), (400, 12), (12, 90)])
+    ]
+    queue, ttft, *_ = build_report(RUN, rows, status="completed").measures
+    for measure, values in ((queue, [3, 90, 7, 400, 12]), (ttft, [10, 40, 25, 12, 90])):
+        assert measure.replay.p50 == pytest.approx(numpy.percentile(values, 50))
+        assert measure.replay.p95 == pytest.approx(numpy.percentile(values, 95))
+
+
+def test_similarity_counts_words_even_in_long_answers() -> None:
+    long = " ".join(f"word{n % 37}" for n in range(300))
+    edited = long.replace("word5 ", "changed ", 1)
+    # difflib's autojunk would call every frequent word junk here and score near 0.
+    assert text_similarity(long, edited) > 0.99
+    assert text_similarity("a b c", "x y z") < 0.5
+
+
 def test_an_empty_run_says_nothing_matched() -> None:
     r = build_report(RUN, [], status="completed")
     assert r.counts["requests"] == 0 and r.measures[0].original.n == 0
@@ -154,15 +175,32 @@ def test_csv_holds_every_pair(tmp_path: Path) -> None:
     assert by_id["d"]["state"] == "failed" and by_id["c"]["state"] == "pending"
 
 
+def test_csv_quotes_what_a_spreadsheet_would_run(tmp_path: Path) -> None:
+    rows = [row("a", "=HYPERLINK(1)", "-5 is the answer")]
+    out = tmp_path / "pairs.csv"
+    write_csv(build_report(RUN, rows, status="completed"), out)
+    with out.open(newline="") as fh:
+        (line,) = list(csv.DictReader(fh))
+    assert line["replay_output"] == "'=HYPERLINK(1)"
+    assert line["original_output"] == "'-5 is the answer"
+
+
 async def test_the_page_renders_sorts_filters_and_escapes(
     chromium: HeadlessChromium, tmp_path: Path
 ) -> None:
     verdicts = {"b": Verdict("replay", "clearer", "original")}
-    r = build_report(RUN, sample(), status="completed", verdicts=verdicts, judge_model="m3")
+    hostile = row("h", "See: <!--<script> and </script><img src=x onerror=alert(1)>", "ok")
+    hostile["tenant_id"] = "o'neil\" <x>"
+    hostile["messages"] = [{"role": "user", "content": "</script><script>alert(2)</script>"}]
+    rows = [*sample(), hostile]
+    r = build_report(RUN, rows, status="completed", verdicts=verdicts, judge_model="m3")
     path = tmp_path / "report.html"
     path.write_text(render_page(r), encoding="utf-8")
     page = await chromium.open(path)
     assert page.errors == []
+    # Both scripts survive any text (a "<!--<script>" would otherwise swallow the second).
+    assert await page.evaluate("document.scripts.length") == 2
+    assert await page.evaluate("document.querySelectorAll('img').length") == 0
     # Model text is shown, never run: the <b> of an answer stays text.
     shown = await page.evaluate(
         "Array.from(document.querySelectorAll('#pairs pre')).map(p => p.textContent).join('|')"
@@ -186,14 +224,21 @@ async def test_the_page_renders_sorts_filters_and_escapes(
     await page.evaluate("document.querySelector(\"th[data-key='similarity']\").click()")
     by_similarity = sorted(r.compared, key=lambda p: p.similarity or 0.0)
     # Ascending, the pairs without a similarity (pending, failed) last.
-    assert (await page.evaluate(ids))[:4] == [p.request_id for p in by_similarity]
+    assert (await page.evaluate(ids))[:5] == [p.request_id for p in by_similarity]
     await page.evaluate(
         "const t = document.getElementById('tenant'); t.value = 'beta';"
         "t.dispatchEvent(new Event('input'))"
     )
     assert await page.evaluate(ids) == ["b"]
     assert await page.evaluate("document.getElementById('shown').textContent") == "1"
+    await page.evaluate(
+        "{ const t = document.getElementById('tenant'); t.value = `o'neil\" <x>`;"
+        "t.dispatchEvent(new Event('input')) }"
+    )
+    assert await page.evaluate(ids) == ["h"]
     data = json.loads(await page.evaluate("document.getElementById('pairs-data').textContent"))
-    assert data["columns"] == list(COLUMNS) and len(data["rows"]) == 6
+    assert data["columns"] == list(COLUMNS) and len(data["rows"]) == 7
+    (hostile_row,) = [r for r in data["rows"] if r[0] == "h"]
+    assert hostile_row[-1].startswith("See: <!--<script>")
     await page.screenshot(tmp_path / "report.png")
     assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -57,7 +57,9 @@
   function csv() {
     const data = JSON.parse(document.getElementById("pairs-data").textContent);
     const cell = (v) => {
-      const s = v === null || v === undefined ? "" : String(v);
+      let s = v === null || v === undefined ? "" : String(v);
+      // Text a spreadsheet would run as a formula is quoted, as replay_csv.py does.
+      if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) { s = "'" + s; }
       return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
     };
     const visible = new Set(rows().filter((r) => !r.hidden).map((r) => r.dataset.id));
