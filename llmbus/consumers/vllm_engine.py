@@ -71,8 +71,7 @@ class VllmEngine:
         """Fed every engine step's time and running sequences (``BatchThrottle``)."""
         self._export_metrics = export_metrics
         """vLLM keeps one engine's metrics per process: a new engine that exports them
-        unregisters the previous one's. A second engine in a process (tests) goes without
-        (vLLM still computes stats for llmbus's own logger: step costs and decode times)."""
+        unregisters the previous one's. A second engine in a process (tests) goes without."""
         self._llm: Any = None
         self._serving: dict[Endpoint, Any] = {}
         self._seeded_sampling = True
@@ -153,7 +152,11 @@ class VllmEngine:
         )
         # vLLM's periodic throughput log line would repeat what the metrics say.
         logging.getLogger("vllm.v1.metrics.loggers").setLevel(logging.WARNING)
-        loggers = [_stats_reader(self._step_costs, self._decode_times)]
+        # Any stat logger makes vLLM add its Prometheus logger too, which unregisters the
+        # metrics of an engine already running in this process: an engine that must not
+        # export gets none (and so no decode times: whole answers go without a TTFT).
+        reads_stats = self._export_metrics or self._step_costs is not None
+        loggers = [_stats_reader(self._step_costs, self._decode_times)] if reads_stats else []
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
         # On CPU a seeded, sampled request kills the whole engine once the scheduler splits
         # or re-plans its prefill: vLLM then rewinds the request's random generator, and

@@ -43,7 +43,8 @@ def render_text(r: ReplayReport) -> str:
         lines += ["", judge_line(r.judge)]
     for error, count in r.errors[:3]:
         lines.append(f"failed {count}x: {_clip(error, 110)}")
-    compared = sorted(r.compared, key=lambda p: p.similarity or 0.0)[:MOST_DIFFERENT]
+    different = [p for p in r.compared if p.similarity is not None and p.similarity < 1.0]
+    compared = sorted(different, key=lambda p: p.similarity or 0.0)[:MOST_DIFFERENT]
     if compared:
         lines += ["", "most different pairs (similarity, original id):"]
         for p in compared:
