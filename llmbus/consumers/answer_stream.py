@@ -55,8 +55,8 @@ class AnswerStream:
         streamed request; for one answered whole, the answer less the engine's decode time
         (None where the engine does not report it)."""
         self.streamed = False
-        """Whether ``ttft_ms`` was timed at a first chunk (what the latency metrics count:
-        an interactive client's wait, not a batch answer's hour in its queue)."""
+        """Whether ``ttft_ms`` was timed at a first chunk (what the latency metrics count,
+        for interactive requests: a client's wait, not a batch answer's hour in a queue)."""
         self.steps = 0
         """Chunks with choices so far: one per engine step, so about the tokens generated."""
 

@@ -269,9 +269,9 @@ class RequestProcessor:
                 "limit of one Kafka record; ask for fewer inputs or choices per request"
                 + (", or base64 vectors" if request.is_embedding else "")
             )
-        self._observe(
-            answer.usage(), answer.ttft_ms if answer.streamed else None, queue_ms, total_ms
-        )
+        # Token timings of interactive streams only: a batch answer's TTFT holds its queue.
+        interactive = answer.streamed and request.batch_id is None
+        self._observe(answer.usage(), answer.ttft_ms if interactive else None, queue_ms, total_ms)
         return value, headers
 
     def _observe(

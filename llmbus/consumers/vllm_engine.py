@@ -68,7 +68,8 @@ class VllmEngine:
         self._cache_dir = cache_dir
         """Where ``dtype=auto`` looks for the model's bf16 quality verdict."""
         self._step_costs = step_costs
-        """Fed every engine step's time and running sequences (``BatchThrottle``)."""
+        """Fed every engine step's time and running sequences (``BatchThrottle``), where the
+        engine exports metrics."""
         self._export_metrics = export_metrics
         """vLLM keeps one engine's metrics per process: a new engine that exports them
         unregisters the previous one's. A second engine in a process (tests) goes without."""
@@ -76,6 +77,8 @@ class VllmEngine:
         self._serving: dict[Endpoint, Any] = {}
         self._seeded_sampling = True
         self._decode_times = DecodeTimes()
+        self._reads_stats = False
+        """Whether vLLM hands its stats to llmbus's logger (decode times, step costs)."""
         """Filled by the stat logger; timings reach it only while vLLM logs stats."""
 
     @classmethod
@@ -154,9 +157,10 @@ class VllmEngine:
         logging.getLogger("vllm.v1.metrics.loggers").setLevel(logging.WARNING)
         # Any stat logger makes vLLM add its Prometheus logger too, which unregisters the
         # metrics of an engine already running in this process: an engine that must not
-        # export gets none (and so no decode times: whole answers go without a TTFT).
-        reads_stats = self._export_metrics or self._step_costs is not None
-        loggers = [_stats_reader(self._step_costs, self._decode_times)] if reads_stats else []
+        # export gets none: no decode times (whole answers go without a TTFT) and no step
+        # costs (the batch throttle stays off).
+        self._reads_stats = self._export_metrics
+        loggers = [_stats_reader(self._step_costs, self._decode_times)] if self._reads_stats else []
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
         # On CPU a seeded, sampled request kills the whole engine once the scheduler splits
         # or re-plans its prefill: vLLM then rewinds the request's random generator, and
@@ -253,7 +257,7 @@ class VllmEngine:
             Endpoint.COMPLETIONS: getattr(serving, "create_completion", None),
             Endpoint.EMBEDDINGS: serving,  # the pooling handler is called itself
         }[call.endpoint]
-        engine_id = _engine_id(call)
+        engine_id = _engine_id(call) if self._reads_stats else None
         if engine_id is not None:
             self._decode_times.expect(engine_id)
         try:

@@ -13,10 +13,10 @@ def words(text: str) -> list[str]:
 
 
 def text_similarity(a: str, b: str) -> float:
-    """difflib's ratio over words. Without autojunk: on texts over 200 items difflib would
-    otherwise treat every frequent word as junk, and a one-word edit of a long answer would
-    score near 0."""
-    return difflib.SequenceMatcher(None, words(a), words(b), autojunk=False).ratio()
+    """difflib's ratio over words (not the spaces between them: they would match in any two
+    texts). Without autojunk: on texts over 200 words difflib would otherwise treat every
+    frequent word as junk, and a one-word edit of a long answer would score near 0."""
+    return difflib.SequenceMatcher(None, a.split(), b.split(), autojunk=False).ratio()
 
 
 def prompt_text(messages: Any, params: dict[str, Any]) -> str:

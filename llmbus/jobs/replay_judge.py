@@ -22,7 +22,7 @@ from llmbus.jobs.batch_jobs import BatchJobs
 from llmbus.jobs.judge_verdicts import JUDGE_SCHEMA, Verdict, parse_verdict
 from llmbus.jobs.replay_report import Pair
 from llmbus.schemas import ChatCompletionRequest, ChatRequest, Priority
-from llmbus.store.batch_store import BatchStore, new_batch_id
+from llmbus.store.batch_store import BatchStatus, BatchStore, new_batch_id
 from llmbus.store.replay_query import ReplayQuery
 
 INSTRUCTIONS = (
@@ -87,7 +87,8 @@ class ReplayJudge:
         for judge in await self._query.judge_runs(run_id):
             if judge["params"].get("model") != model:
                 continue
-            if (await self._store.status(judge["batch_id"])).finished_at is None:
+            status = await self._store.status(judge["batch_id"])
+            if status.finished_at is None and not _abandoned(status):
                 running.append(judge["batch_id"])
             for row in await self._query.judge_answers(judge["batch_id"]):
                 pair = row["metadata"].get("pair")
@@ -157,6 +158,17 @@ class ReplayJudge:
             on_acked=on_acked,
         )
         return JudgeProgress(state, judge_id, len(requests))
+
+
+PUBLISH_GIVE_UP = timedelta(minutes=10)
+"""A judging still "publishing" this long after it was made lost its publisher (a killed
+command; an interrupted one marks itself failed): publishing a judging takes seconds to a
+minute, so it is not waited for, and a day (its window) is too long to block judging."""
+
+
+def _abandoned(status: BatchStatus) -> bool:
+    age = datetime.now(UTC) - status.created_at
+    return status.status == "publishing" and age > PUBLISH_GIVE_UP
 
 
 def _first() -> str:

@@ -29,7 +29,8 @@ def render_text(r: ReplayReport) -> str:
             f"still running: {c['pending']} of {c['requests']} not answered yet; "
             "the figures below cover the answered pairs"
         )
-    rows = [("", "original", "replay"), *r.settings]
+    settings = [(k, printable(a), printable(b)) for k, a, b in r.settings]
+    rows = [("", "original", "replay"), *settings]
     rows += [(m.name, _q(m.original, m.unit), _q(m.replay, m.unit)) for m in r.measures]
     sim = r.similarity
     rows.append(("similarity", "", f"p50 {_num(sim.p50)}  p95 {_num(sim.p95)}"))
@@ -57,7 +58,12 @@ def render_text(r: ReplayReport) -> str:
 def describe_selection(selection: dict[str, object]) -> str:
     if not selection:
         return "every logged conversation answered successfully"
-    return ", ".join(f"{k}={v}" for k, v in selection.items())
+    return printable(", ".join(f"{k}={v}" for k, v in selection.items()))
+
+
+def printable(text: str) -> str:
+    """Control characters (C0, C1) as spaces: stored text must not drive a terminal."""
+    return text.translate(_CONTROL)
 
 
 def judge_line(j: JudgeTally) -> str:
@@ -97,5 +103,5 @@ _CONTROL = dict.fromkeys([*range(32), *range(127, 160)], " ")
 
 
 def _clip(text: str, width: int) -> str:
-    flat = " ".join(text.translate(_CONTROL).split())
+    flat = " ".join(printable(text).split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"

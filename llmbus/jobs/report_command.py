@@ -88,7 +88,15 @@ async def _judge(
             )
         if args.no_wait:
             return
-        for judge_id in progress.judge_ids:
-            await follow(judge_id)
+        ended = [await follow(judge_id) for judge_id in progress.judge_ids]
         if not progress.state.running:
+            return
+        cancelled = [s.batch_id for s in ended if s.status == "cancelled"]
+        if cancelled:
+            # Somebody cancelled it: sending its pairs again would undo that.
+            print(
+                f"judging {', '.join(cancelled)} was cancelled; run this command again to "
+                "judge the pairs it left",
+                file=sys.stderr,
+            )
             return

@@ -247,7 +247,11 @@ def _status(row: Any, events: dict[str, datetime]) -> BatchStatus:
     expires_at = datetime.fromisoformat(params["expires_at"]) if "expires_at" in params else None
     past_window = expires_at is not None and datetime.now(UTC) >= expires_at
     expired = 0
-    if "cancel_requested" in events:
+    if "cancel_requested" in events and "published" not in events:
+        # Cancelled while publishing (or after its publisher died): what was published is
+        # skipped by the workers, the rest never will be; nothing is left to wait for.
+        state, finished = "cancelled", events["cancel_requested"]
+    elif "cancel_requested" in events:
         # A cancel that came too late to stop any request leaves a batch that simply
         # completed: ``cancelled`` always comes with cancelled requests in its counts.
         state = "cancelling" if not finished else "cancelled" if row["cancelled"] else "completed"
