@@ -9,7 +9,7 @@ from typing import Any
 from llmbus.jobs.replay_judge import PUBLISH_GIVE_UP, _abandoned
 from llmbus.store.batch_store import _status
 
-MADE = datetime.now(UTC) - timedelta(minutes=1)
+MADE = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def row(total: int, **counts: Any) -> dict[str, Any]:
@@ -46,9 +46,10 @@ def test_an_empty_run_is_completed_once_published() -> None:
 
 
 def test_a_judging_left_publishing_is_given_up_after_a_while() -> None:
-    fresh = _status(row(4), {})
+    # Ages from now, taken in the test: a module-level "now" is stale in a long session.
+    now = datetime.now(UTC)
+    fresh = _status(row(4) | {"created_at": now - timedelta(minutes=1)}, {})
     assert fresh.status == "publishing" and not _abandoned(fresh)
-    old = _status(row(4) | {"created_at": MADE - PUBLISH_GIVE_UP}, {})
-    assert _abandoned(old)
-    published = _status(row(4) | {"created_at": MADE - PUBLISH_GIVE_UP}, {"published": MADE})
-    assert not _abandoned(published)
+    made = now - PUBLISH_GIVE_UP - timedelta(seconds=1)
+    assert _abandoned(_status(row(4) | {"created_at": made}, {}))
+    assert not _abandoned(_status(row(4) | {"created_at": made}, {"published": made}))
