@@ -27,6 +27,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from llmbus.settings import default_cache_dir
+
 # A command answers in milliseconds; a screenshot of a long page on a machine busy with
 # other tests can take seconds. 30 s is generous for both and still fails a hung browser.
 COMMAND_TIMEOUT_S = 30.0
@@ -42,13 +44,9 @@ class BrowserError(RuntimeError):
     """Chromium is missing, did not start, or a page or command failed."""
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmbus"
-
-
 def find_chromium(cache: Path | None = None) -> Path:
     """The unpacked root (``chromium-<version>``) of the newest Chromium in the cache."""
-    cache = cache or cache_dir()
+    cache = cache or default_cache_dir()
     found = sorted(cache.glob("chromium-*/usr/lib/chromium/chromium"))
     if not found:
         raise BrowserError(

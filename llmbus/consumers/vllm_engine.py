@@ -77,9 +77,9 @@ class VllmEngine:
         self._serving: dict[Endpoint, Any] = {}
         self._seeded_sampling = True
         self._decode_times = DecodeTimes()
+        """Filled by the stat logger; timings reach it only while vLLM logs stats."""
         self._reads_stats = False
         """Whether vLLM hands its stats to llmbus's logger (decode times, step costs)."""
-        """Filled by the stat logger; timings reach it only while vLLM logs stats."""
 
     @classmethod
     def from_settings(

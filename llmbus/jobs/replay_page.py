@@ -12,7 +12,7 @@ from importlib import resources
 from llmbus.jobs import report_charts
 from llmbus.jobs.replay_csv import COLUMNS, pair_record
 from llmbus.jobs.replay_pairs_html import pairs_table
-from llmbus.jobs.replay_report import Pair, ReplayReport
+from llmbus.jobs.replay_report import Pair, ReplayReport, side_values
 from llmbus.jobs.replay_text import describe_selection, judge_line
 
 MAX_ROWS = 2000
@@ -106,10 +106,6 @@ def _charts(r: ReplayReport) -> str:
     compared = r.compared
     sims = [p.similarity for p in compared if p.similarity is not None]
 
-    def side(attr: str, name: str) -> list[float]:
-        got = (getattr(getattr(p, name), attr) for p in compared)
-        return [float(v) for v in got if v is not None]
-
     charts = [
         report_charts.histogram(
             sims,
@@ -131,14 +127,14 @@ def _charts(r: ReplayReport) -> str:
             y_label="replay output tokens",
         ),
         report_charts.paired_histogram(
-            side("ttft_ms", "original"),
-            side("ttft_ms", "replay"),
+            side_values(compared, "original", "ttft_ms"),
+            side_values(compared, "replay", "ttft_ms"),
             title="Time to first token (on a worker)",
             x_label="ms",
         ),
         report_charts.paired_histogram(
-            side("tpot_ms", "original"),
-            side("tpot_ms", "replay"),
+            side_values(compared, "original", "tpot_ms"),
+            side_values(compared, "replay", "tpot_ms"),
             title="Time per output token",
             x_label="ms",
         ),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from llmbus.jobs.judge_verdicts import JudgeTally, Verdict, tally
@@ -61,8 +62,6 @@ class Pair:
     prompt: str
     original: Side
     replay: Side
-    similarity: float | None
-    """difflib's ratio of the two outputs (1.0 = identical); None unless compared."""
     verdict: Verdict | None = None
 
     @property
@@ -73,7 +72,17 @@ class Pair:
             return "failed"
         if self.original.status != "ok":
             return "original failed"
-        return "compared" if self.similarity is not None else "no text"
+        texts = isinstance(self.original.output, str) and isinstance(self.replay.output, str)
+        return "compared" if texts else "no text"
+
+    @cached_property
+    def similarity(self) -> float | None:
+        """The two outputs' word similarity (1.0 = identical); None unless compared.
+        Computed when first asked: judging needs the pairs, not how alike they are."""
+        a, b = self.original.output, self.replay.output
+        if self.state != "compared" or a is None or b is None:
+            return None
+        return 1.0 if a == b else text_similarity(a, b)
 
 
 @dataclass(frozen=True)
@@ -135,8 +144,7 @@ def build_report(
 ) -> ReplayReport:
     """The report of run ``run`` (its batches row) from its pairs (``ReplayQuery.pairs``)
     and the judge's verdicts by replay request id, if any."""
-    verdicts = verdicts or {}
-    pairs = [_pair(row, verdicts.get(row["request_id"])) for row in rows]
+    pairs = pairs_of(rows, verdicts)
     states = Counter(p.state for p in pairs)
     compared = [p for p in pairs if p.state == "compared"]
     counts = {
@@ -166,34 +174,36 @@ def build_report(
     )
 
 
-def _pair(row: dict[str, Any], verdict: Verdict | None) -> Pair:
-    original, replay = Side.of(row, "original_"), Side.of(row, "")
-    similarity = None
-    if original.status == replay.status == "ok":
-        a, b = original.output, replay.output
-        if isinstance(a, str) and isinstance(b, str):
-            similarity = 1.0 if a == b else text_similarity(a, b)
-    return Pair(
-        request_id=row["request_id"],
-        replay_of=row["replay_of"],
-        tenant_id=row.get("tenant_id"),
-        model=row["model"],
-        original_model=row.get("original_model"),
-        prompt=prompt_text(row.get("messages"), row.get("params") or {}),
-        original=original,
-        replay=replay,
-        similarity=similarity,
-        verdict=verdict if similarity is not None else None,
-    )
+def pairs_of(rows: list[dict[str, Any]], verdicts: dict[str, Verdict] | None = None) -> list[Pair]:
+    """Each row of ``ReplayQuery.pairs`` as a pair, with its verdict where it has one."""
+    verdicts = verdicts or {}
+    pairs = []
+    for row in rows:
+        pair = Pair(
+            request_id=row["request_id"],
+            replay_of=row["replay_of"],
+            tenant_id=row.get("tenant_id"),
+            model=row["model"],
+            original_model=row.get("original_model"),
+            prompt=prompt_text(row.get("messages"), row.get("params") or {}),
+            original=Side.of(row, "original_"),
+            replay=Side.of(row, ""),
+        )
+        verdict = verdicts.get(pair.request_id)
+        pairs.append(replace(pair, verdict=verdict) if pair.state == "compared" else pair)
+    return pairs
+
+
+def side_values(pairs: list[Pair], side: str, attr: str) -> list[float]:
+    """``attr`` of each pair's ``side`` (original or replay) Side, where it is known."""
+    got = (getattr(getattr(p, side), attr) for p in pairs)
+    return [float(v) for v in got if v is not None]
 
 
 def _measures(compared: list[Pair]) -> list[Measure]:
     def measure(name: str, unit: str, attr: str) -> Measure:
-        def values(side: str) -> list[float]:
-            got = (getattr(getattr(p, side), attr) for p in compared)
-            return [float(v) for v in got if v is not None]
-
-        return Measure(name, unit, Quantiles.of(values("original")), Quantiles.of(values("replay")))
+        original = Quantiles.of(side_values(compared, "original", attr))
+        return Measure(name, unit, original, Quantiles.of(side_values(compared, "replay", attr)))
 
     return [
         measure("queue wait", "ms", "queue_ms"),

@@ -18,7 +18,7 @@ from llmbus.jobs.batch_jobs import BatchJobs
 from llmbus.jobs.replay_csv import write_csv
 from llmbus.jobs.replay_judge import ReplayJudge
 from llmbus.jobs.replay_page import render_page
-from llmbus.jobs.replay_report import build_report
+from llmbus.jobs.replay_report import build_report, pairs_of
 from llmbus.jobs.replay_text import render_text
 from llmbus.store.batch_store import BatchStore
 from llmbus.store.replay_query import ReplayQuery
@@ -72,8 +72,7 @@ async def _judge(
 ) -> None:
     # Twice at most: a judging still running is followed first, then what it left is sent.
     for _ in range(2):
-        status = await store.status(run["batch_id"])
-        pairs = build_report(run, await query.pairs(run["batch_id"]), status=status.status).pairs
+        pairs = pairs_of(await query.pairs(run["batch_id"]))
         progress = await judge.start(run, pairs, args.judge, batches)
         if progress.started:
             print(
