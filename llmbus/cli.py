@@ -19,6 +19,7 @@ from llmbus import logs
 from llmbus.consumers.batch_throttle import StepCostModel
 from llmbus.errors import EngineDeadError, LlmbusError, RemoteError
 from llmbus.settings import Settings, default_state_dir
+from llmbus.startup_heap import freeze_startup_heap
 from llmbus.store.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             WorkerMetrics(registry),
             step_costs,
         )
+        freeze_startup_heap()
         _on_signals(worker.stop)
         print(
             f"worker {worker_id} serving {settings.model} from {settings.requests_topic}",

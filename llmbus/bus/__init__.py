@@ -14,12 +14,13 @@ from llmbus.bus.consumer import (
 )
 from llmbus.bus.endpoint import Kafka, client_kwargs, describe
 from llmbus.bus.producer import BusProducer
-from llmbus.bus.record import Record, TopicPartition
+from llmbus.bus.record import Outgoing, Record, TopicPartition
 
 __all__ = [
     "BusProducer",
     "GroupConsumer",
     "Kafka",
+    "Outgoing",
     "PartitionReader",
     "RebalanceHandler",
     "Record",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
@@ -10,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from llmbus.bus.endpoint import Kafka, client_kwargs, describe
+from llmbus.bus.record import Outgoing
 from llmbus.errors import BrokerUnavailableError, NotStartedError
 
 Headers = list[tuple[str, bytes]]
@@ -109,6 +111,31 @@ class BusProducer:
         except KafkaError as exc:
             raise BrokerUnavailableError(f"send to {topic} failed: {exc}") from exc
 
+    async def send_together(
+        self, records: Sequence[Outgoing]
+    ) -> list[BrokerUnavailableError | None]:
+        """Publish ``records`` and wait for every acknowledgement; one error (or None) per
+        record, so a caller retries only what failed.
+
+        All are queued before the producer's sender runs (queueing does not yield unless a
+        partition's buffer is full), so records whose partitions share a leader leave in one
+        produce request: a crash of this process after they left cannot split them, and
+        the wait is one round trip instead of one per record.
+        """
+        acks: list[asyncio.Future[object] | BrokerUnavailableError] = []
+        for r in records:
+            try:
+                ack = await self.enqueue(
+                    r.topic, r.value, r.headers, key=r.key, partition=r.partition
+                )
+                acks.append(ack)
+            except BrokerUnavailableError as exc:
+                acks.append(exc)
+        waiting = [ack for ack in acks if isinstance(ack, asyncio.Future)]
+        if waiting:
+            await asyncio.wait(waiting)
+        return [_failure(r.topic, ack) for r, ack in zip(records, acks, strict=True)]
+
     async def ping(self) -> bool:
         """Whether a broker answers a metadata request now (not from the cache)."""
         try:
@@ -130,3 +157,18 @@ class BusProducer:
         except KafkaError as exc:
             raise BrokerUnavailableError(f"no metadata for {topic}") from exc
         return set(parts or ())
+
+
+def _failure(
+    topic: str, ack: asyncio.Future[object] | BrokerUnavailableError
+) -> BrokerUnavailableError | None:
+    if isinstance(ack, BrokerUnavailableError):
+        return ack
+    exc = ack.exception()
+    if exc is None:
+        return None
+    if not isinstance(exc, KafkaError):
+        raise exc
+    mapped = BrokerUnavailableError(f"send to {topic} failed: {exc}")
+    mapped.__cause__ = exc
+    return mapped

@@ -24,3 +24,14 @@ class Record:
     @property
     def tp(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A record to publish: where it goes and what it carries."""
+
+    topic: str
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    key: bytes | None = None
+    partition: int | None = None

@@ -1,12 +1,13 @@
 """Which requests were already answered, shared by all workers of a model.
 
-Every final is first written to ``<prefix>.answered.<model>``, on the partition with the
+Every final is written to ``<prefix>.answered.<model>``, on the partition with the
 number of its request's partition (the topics are co-partitioned), with the request's
-offset in a header; only then is it sent to the requester. A worker that is assigned a
-request partition reads the answered partition back from ``lookback_s`` ago and keeps the
-finals of requests at or after the group's committed offset: those are exactly the
-requests a previous owner may have answered without committing. When one of them is
-redelivered it is answered again from this log, never recomputed.
+offset in a header, in the same produce request as the final to the requester (see
+``RequestProcessor.process``). A worker that is assigned a request partition reads the
+answered partition back from ``lookback_s`` ago and keeps the finals of requests at or
+after the group's committed offset: those are exactly the requests a previous owner may
+have answered without committing. When one of them is redelivered it is answered again
+from this log, never recomputed.
 
 The log also holds *engine-death marks*: a worker whose engine died writes one for each
 request that was in the engine (see ``engine_gate.py``). A request with a mark is run
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from llmbus.bus import BusProducer, Kafka, Record, TopicPartition, read_since
+from llmbus.bus import BusProducer, Kafka, Outgoing, Record, TopicPartition, read_since
 from llmbus.consumers.recent_finals import Headers, RecentFinals
 from llmbus.schemas.wire import header
 
@@ -99,12 +100,15 @@ class AnsweredLog:
             self._topic, value, headers, key=request_id.encode(), partition=source.partition
         )
 
-    async def record(self, source: Record, request_id: str, value: bytes, headers: Headers) -> None:
-        """Write the final to the log (acknowledged) and remember it locally."""
+    def entry(self, source: Record, request_id: str, value: bytes, headers: Headers) -> Outgoing:
+        """The log record of a final (sent by the caller, with the final itself)."""
         marked = [*headers, (H_SOURCE_OFFSET, str(source.offset).encode())]
-        await self._producer.send(
+        return Outgoing(
             self._topic, value, marked, key=request_id.encode(), partition=source.partition
         )
+
+    def remember(self, request_id: str, value: bytes, headers: Headers) -> None:
+        """Keep a final this worker logged, to resend it to a retry of its request."""
         self._recent.put(request_id, value, headers)
 
     async def load(self, request_tp: TopicPartition, committed: int | None) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from llmbus.background import cancel_and_wait
-from llmbus.bus import BusProducer, Record
+from llmbus.bus import BusProducer, Outgoing, Record
 from llmbus.consumers.answer_stream import AnswerStream, endpoint_of
 from llmbus.consumers.answered_log import AnsweredLog, Suspicion
 from llmbus.consumers.dead_letters import DeadLetters
@@ -21,7 +21,6 @@ from llmbus.consumers.recent_finals import Headers
 from llmbus.consumers.reply_topics import ReplyTopics
 from llmbus.consumers.request_control import RequestControl
 from llmbus.errors import (
-    BrokerUnavailableError,
     ContextLengthExceededError,
     DeadlineExceededError,
     EngineDeadError,
@@ -195,10 +194,14 @@ class RequestProcessor:
         # requester could see its answer before the counter moved.
         lane = "batch" if request.batch_id is not None else "interactive"
         self._metrics.lane_finals.labels(lane, outcome).inc()
-        # Answered log first: a crash between the two sends leaves a final the next owner
-        # resends from the log, never one that was sent but is unknown to the group.
-        await answered.record(record, rid, value, headers)
-        await self._send(request.reply_to, rid, value, headers)
+        # The answered log and the requester get the final in one produce request (their
+        # partitions share a leader on one broker): a crash leaves both or neither, and the
+        # requester waits one acknowledged write, not two in a row. Where the leaders
+        # differ (a cluster), a crash between the two can leave a final the log lacks; the
+        # next owner then recomputes it, and requesters and the audit trail keep the first.
+        logged = answered.entry(record, rid, value, headers)
+        await self._send(request.reply_to, rid, value, headers, also=logged)
+        answered.remember(rid, value, headers)
 
     async def _poison(
         self,
@@ -325,26 +328,35 @@ class RequestProcessor:
         control.raise_if_stopped(f"after {answer.steps} tokens")
 
     async def _send(
-        self, reply_to: ReplyTo, rid: str, value: bytes, headers: list[tuple[str, bytes]]
+        self,
+        reply_to: ReplyTo,
+        rid: str,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        also: Outgoing | None = None,
     ) -> None:
-        """Publish a final, retrying while the broker is away (a restart takes seconds);
-        the idempotent producer keeps a retried final from being written twice. Keyed by
-        request id: without a partition in the address, the key places it (behind the
-        request's deltas)."""
+        """Publish a final (and ``also``, its answered-log entry), retrying what was not
+        acknowledged while the broker is away (a restart takes seconds); the idempotent
+        producer keeps a retried record from being written twice. Keyed by request id:
+        without a partition in the address, the key places it (behind the request's
+        deltas)."""
         give_up = time.monotonic() + _SEND_RETRY_S
         delay = 0.5
+        final = Outgoing(
+            reply_to.topic, value, headers, key=rid.encode(), partition=reply_to.partition
+        )
+        pending = [final] if also is None else [also, final]
         while True:
-            try:
-                await self._producer.send(
-                    reply_to.topic, value, headers, key=rid.encode(), partition=reply_to.partition
-                )
+            failures = await self._producer.send_together(pending)
+            pending = [out for out, failed in zip(pending, failures, strict=True) if failed]
+            errors = [failed for failed in failures if failed is not None]
+            if not errors:
                 return
-            except BrokerUnavailableError as exc:
-                if time.monotonic() > give_up:
-                    raise
-                log.warning("reply not delivered (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            if time.monotonic() > give_up:
+                raise errors[0]
+            log.warning("final not delivered (%s); retrying in %.1fs", errors[0], delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _error_final(
         self, rid: str, code: str, message: str, facts: RequestFacts | None

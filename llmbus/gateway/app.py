@@ -35,6 +35,7 @@ from llmbus.gateway.routes_common import ERROR_RESPONSES, principal_of
 from llmbus.gateway.service import GatewayService
 from llmbus.producers import LlmbusClient
 from llmbus.schemas import ChatRequest, EmbeddingRequest
+from llmbus.startup_heap import freeze_startup_heap
 
 _READY_TIMEOUT_S = 3.0
 """A readiness probe must answer quickly; a dependency slower than this counts as down."""
@@ -46,6 +47,7 @@ def create_app(service: GatewayService) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with service:
+            freeze_startup_heap()
             yield
 
     app = FastAPI(title="llmbus gateway", version="1", lifespan=lifespan)
