@@ -142,7 +142,9 @@ class InProcess:
 Series = dict[str, dict[int, list[float]]]
 
 
-async def measure(settings: Settings, model_path: str, n: int, warm_rounds: int) -> Series:
+async def measure(
+    settings: Settings, model_path: str, n: int, warm_rounds: int, warm_chats: int
+) -> Series:
     """Per length, the three latencies of each prompt, taken one after another in a
     rotating order (no side always runs first, after the other's cache traffic)."""
     out: Series = {side: {m: [] for m in LENGTHS} for side in ("llmbus", "in_process", "floor")}
@@ -152,9 +154,12 @@ async def measure(settings: Settings, model_path: str, n: int, warm_rounds: int)
             LlmbusClient.from_settings(settings, timeout_s=900) as client,
             KafkaFloor(settings.kafka_bootstrap) as floor,
         ):
-            for _ in range(5):  # the first waits for the worker; the rest warm the path
-                await client.chat("warm up", max_tokens=4, temperature=0.0)
-                await local.chat("warm up", 4)
+            # The first waits for the worker. A fresh stack stalled one chat per request
+            # partition for ~50 ms somewhere in its first 30 chats, never after 60 (a
+            # start-up cost, not the steady state measured here).
+            for i in range(warm_chats):
+                await client.chat(f"warm up {i}", max_tokens=1, temperature=0.0)
+                await local.chat(f"warm up {i}", 1)
             await floor.warm(warm_rounds)
             for max_tokens in LENGTHS:
                 sides: list[tuple[str, Callable[[str], Awaitable[Any]]]] = [
@@ -178,6 +183,7 @@ def main() -> None:
     parser.add_argument(
         "--warm-rounds", type=int, default=8000, help="broker round trips before measuring"
     )
+    parser.add_argument("--warm-chats", type=int, default=60, help="chats on each side first")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     base = Settings()
@@ -189,7 +195,9 @@ def main() -> None:
     try:
         worker = start_worker(settings, settings.state_dir / "worker.log")
         try:
-            series = asyncio.run(measure(settings, model_path, args.n, args.warm_rounds))
+            series = asyncio.run(
+                measure(settings, model_path, args.n, args.warm_rounds, args.warm_chats)
+            )
         finally:
             worker.terminate()
             worker.wait(timeout=60)

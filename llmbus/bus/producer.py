@@ -117,10 +117,11 @@ class BusProducer:
         """Publish ``records`` and wait for every acknowledgement; one error (or None) per
         record, so a caller retries only what failed.
 
-        All are queued before the producer's sender runs (queueing does not yield unless a
-        partition's buffer is full), so records whose partitions share a leader leave in one
-        produce request: a crash of this process after they left cannot split them, and
-        the wait is one round trip instead of one per record.
+        All are queued before the producer's sender runs (queueing yields only to fetch a
+        topic's metadata the first time, or when a partition's buffer is full), so records
+        whose partitions share a leader leave in one produce request: a crash of this
+        process after they left cannot split them, and the wait is one round trip instead
+        of one per record.
         """
         acks: list[asyncio.Future[object] | BrokerUnavailableError] = []
         for r in records:

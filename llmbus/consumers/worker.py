@@ -114,12 +114,13 @@ class WorkerConfig:
 class Worker:
     """Fetch, generate, reply, commit.
 
-    Commit order: (1) the final is written to the answered log and acknowledged, (2) the
-    final is produced to the requester and acknowledged (``RequestProcessor.process``
-    returns after both), (3) the offset is marked finished, and the ``OffsetTracker`` lets
-    the committed offset advance only over a contiguous run of finished requests. A crash
-    therefore redelivers unanswered requests (never loses one), and a redelivered answered
-    request is found in the answered log and resent (never recomputed).
+    Commit order: (1) the final is produced to the answered log and to the requester in one
+    produce request, and both are acknowledged (``RequestProcessor.process`` returns after
+    both), (2) the offset is marked finished, and the ``OffsetTracker`` lets the committed
+    offset advance only over a contiguous run of finished requests. A crash therefore
+    redelivers unanswered requests (never loses one), and a redelivered answered request is
+    found in the answered log and resent, not recomputed (on a cluster, unless the crash fell
+    between the two writes to two brokers: see ``docs/guarantees.md``).
     """
 
     def __init__(
