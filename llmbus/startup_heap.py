@@ -6,8 +6,8 @@ import gc
 
 
 def freeze_startup_heap() -> None:
-    """Move every object alive now (imported modules, the engine and its serving layer,
-    Kafka clients) out of the collector's reach.
+    """Move every object alive now (imported modules, the engine and its serving layer)
+    out of the collector's reach.
 
     A full collection scans every tracked object; a worker holds hundreds of thousands
     from vLLM, torch and pydantic alone, so each one paused the event loop, and with it

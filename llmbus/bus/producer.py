@@ -115,13 +115,14 @@ class BusProducer:
         self, records: Sequence[Outgoing]
     ) -> list[BrokerUnavailableError | None]:
         """Publish ``records`` and wait for every acknowledgement; one error (or None) per
-        record, so a caller retries only what failed.
+        record, so a caller retries only what failed. A record that cannot be queued (too
+        large, no metadata) fails with every record after it, unsent.
 
         All are queued before the producer's sender runs (queueing yields only to fetch a
         topic's metadata the first time, or when a partition's buffer is full), so records
-        whose partitions share a leader leave in one produce request: a crash of this
-        process after they left cannot split them, and the wait is one round trip instead
-        of one per record.
+        whose partitions share a leader usually leave in one produce request: one round
+        trip instead of one per record. The broker still writes each partition on its own:
+        one may fail (and be retried alone) while the others land.
         """
         acks: list[asyncio.Future[object] | BrokerUnavailableError] = []
         for r in records:
@@ -129,9 +130,13 @@ class BusProducer:
                 ack = await self.enqueue(
                     r.topic, r.value, r.headers, key=r.key, partition=r.partition
                 )
-                acks.append(ack)
             except BrokerUnavailableError as exc:
-                acks.append(exc)
+                # The records after it stay unsent: callers list them in the order they
+                # may land (an answered-log entry before its final).
+                unsent = BrokerUnavailableError(f"not sent: an earlier record failed ({exc})")
+                acks += [exc] + [unsent] * (len(records) - len(acks) - 1)
+                break
+            acks.append(ack)
         waiting = [ack for ack in acks if isinstance(ack, asyncio.Future)]
         if waiting:
             await asyncio.wait(waiting)

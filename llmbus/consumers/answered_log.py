@@ -2,7 +2,7 @@
 
 Every final is written to ``<prefix>.answered.<model>``, on the partition with the
 number of its request's partition (the topics are co-partitioned), with the request's
-offset in a header, in the same produce request as the final to the requester (see
+offset in a header, sent together with the final to the requester (see
 ``RequestProcessor.process``). A worker that is assigned a request partition reads the
 answered partition back from ``lookback_s`` ago and keeps the finals of requests at or
 after the group's committed offset: those are exactly the requests a previous owner may

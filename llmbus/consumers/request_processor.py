@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -194,14 +194,19 @@ class RequestProcessor:
         # requester could see its answer before the counter moved.
         lane = "batch" if request.batch_id is not None else "interactive"
         self._metrics.lane_finals.labels(lane, outcome).inc()
-        # The answered log and the requester get the final in one produce request (their
-        # partitions share a leader on one broker): a crash leaves both or neither, and the
-        # requester waits one acknowledged write, not two in a row. Where the leaders
-        # differ (a cluster), a crash between the two can leave a final the log lacks; the
-        # next owner then recomputes it, and requesters and the audit trail keep the first.
-        logged = answered.entry(record, rid, value, headers)
-        await self._send(request.reply_to, rid, value, headers, also=logged)
-        answered.remember(rid, value, headers)
+        # The answered log and the requester get the final together (one produce request
+        # where their partitions share a leader): the requester waits one acknowledged
+        # write, not two in a row. If the log's write fails alone and the worker dies
+        # before its retry lands, the final is out but unlogged: the next owner computes
+        # it again, and requesters and the audit trail keep the first (docs/guarantees.md).
+        await self._send(
+            request.reply_to,
+            rid,
+            value,
+            headers,
+            also=answered.entry(record, rid, value, headers),
+            on_also=lambda: answered.remember(rid, value, headers),
+        )
 
     async def _poison(
         self,
@@ -334,12 +339,15 @@ class RequestProcessor:
         value: bytes,
         headers: list[tuple[str, bytes]],
         also: Outgoing | None = None,
+        on_also: Callable[[], None] | None = None,
     ) -> None:
-        """Publish a final (and ``also``, its answered-log entry), retrying what was not
-        acknowledged while the broker is away (a restart takes seconds); the idempotent
-        producer keeps a retried record from being written twice. Keyed by request id:
-        without a partition in the address, the key places it (behind the request's
-        deltas)."""
+        """Publish a final (and ``also``, its answered-log entry, queued first; ``on_also``
+        runs once that is acknowledged), retrying what was not acknowledged while the
+        broker is away (a restart takes seconds). A record sent again here after an error
+        may be written twice (the idempotent producer dedupes its own retries only):
+        requesters keep the first final of an id, and a log entry twice is harmless. Keyed
+        by request id: without a partition in the address, the key places it (behind the
+        request's deltas)."""
         give_up = time.monotonic() + _SEND_RETRY_S
         delay = 0.5
         final = Outgoing(
@@ -348,8 +356,11 @@ class RequestProcessor:
         pending = [final] if also is None else [also, final]
         while True:
             failures = await self._producer.send_together(pending)
-            pending = [out for out, failed in zip(pending, failures, strict=True) if failed]
-            errors = [failed for failed in failures if failed is not None]
+            results = list(zip(pending, failures, strict=True))
+            if on_also is not None and any(out is also and not err for out, err in results):
+                on_also()
+            pending = [out for out, err in results if err]
+            errors = [err for err in failures if err is not None]
             if not errors:
                 return
             if time.monotonic() > give_up:

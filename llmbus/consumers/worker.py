@@ -114,13 +114,14 @@ class WorkerConfig:
 class Worker:
     """Fetch, generate, reply, commit.
 
-    Commit order: (1) the final is produced to the answered log and to the requester in one
-    produce request, and both are acknowledged (``RequestProcessor.process`` returns after
-    both), (2) the offset is marked finished, and the ``OffsetTracker`` lets the committed
-    offset advance only over a contiguous run of finished requests. A crash therefore
-    redelivers unanswered requests (never loses one), and a redelivered answered request is
-    found in the answered log and resent, not recomputed (on a cluster, unless the crash fell
-    between the two writes to two brokers: see ``docs/guarantees.md``).
+    Commit order: (1) the final is produced to the answered log and to the requester
+    together (usually one produce request), and both are acknowledged
+    (``RequestProcessor.process`` returns after both), (2) the offset is marked finished,
+    and the ``OffsetTracker`` lets the committed offset advance only over a contiguous run
+    of finished requests. A crash therefore redelivers unanswered requests (never loses
+    one), and a redelivered answered request is found in the answered log and resent, not
+    recomputed (unless the crash came while the log's write was being retried alone: see
+    ``docs/guarantees.md``).
     """
 
     def __init__(

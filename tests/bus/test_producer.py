@@ -1,5 +1,5 @@
 """``BusProducer.send_together`` (real broker): records sent together are each
-acknowledged, and one that cannot be sent fails alone, so a caller retries only it."""
+acknowledged; one that cannot be queued fails with those after it, never those before."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from llmbus.stack.local_stack import LocalStack
 pytestmark = pytest.mark.integration
 
 
-async def test_records_sent_together_land_and_a_failure_is_reported_alone(
+async def test_records_sent_together_land_and_a_failure_stops_what_follows(
     stack: LocalStack,
 ) -> None:
     bootstrap = stack.kafka.bootstrap
@@ -27,12 +27,17 @@ async def test_records_sent_together_land_and_a_failure_is_reported_alone(
         ]
         assert await producer.send_together(sent) == [None, None]
 
-        # Over the producer's request limit: refused before it leaves, the others still go.
+        # Over the producer's request limit: refused before it leaves. What comes after it
+        # stays unsent (a final must not go out ahead of its answered-log entry); what
+        # came before still goes.
         too_big = Outgoing(log, b"x" * 200_000, [], key=b"r2", partition=1)
         second = Outgoing(reply, b"final-2", [], key=b"r2")
         failures = await producer.send_together([too_big, second])
-        assert isinstance(failures[0], BrokerUnavailableError)
-        assert failures[1] is None
+        assert all(isinstance(f, BrokerUnavailableError) for f in failures)
+        assert "not sent" in str(failures[1])
+        before, after = await producer.send_together([second, too_big])
+        assert before is None
+        assert isinstance(after, BrokerUnavailableError)
 
     logged, _ = await read_all(bootstrap, TopicPartition(log, 1), client_id="t")
     replies, _ = await read_all(bootstrap, TopicPartition(reply, 0), client_id="t")
