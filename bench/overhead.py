@@ -110,7 +110,8 @@ class InProcess:
     """The same chats on an ``AsyncLLM`` in this process (the baseline)."""
 
     def __init__(self, model_path: str) -> None:
-        from vllm import AsyncEngineArgs
+        from vllm import AsyncEngineArgs, SamplingParams
+        from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(
@@ -121,17 +122,15 @@ class InProcess:
             scheduling_policy="priority",
         )
         self._llm = AsyncLLM.from_engine_args(args)
+        self._params = partial(
+            SamplingParams, temperature=0.0, output_kind=RequestOutputKind.FINAL_ONLY
+        )
 
     async def chat(self, q: str, max_tokens: int) -> None:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
         prompt = self._llm.tokenizer.apply_chat_template(
             [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
         )
-        params = SamplingParams(
-            max_tokens=max_tokens, temperature=0.0, output_kind=RequestOutputKind.FINAL_ONLY
-        )
+        params = self._params(max_tokens=max_tokens)
         async for _ in self._llm.generate(prompt, params, request_id=uuid.uuid4().hex):
             pass
 

@@ -105,11 +105,10 @@ class BusProducer:
         partition: int | None = None,
     ) -> None:
         """Publish and wait for the broker's acknowledgement."""
-        fut = await self.enqueue(topic, value, headers, key=key, partition=partition)
-        try:
-            await fut
-        except KafkaError as exc:
-            raise BrokerUnavailableError(f"send to {topic} failed: {exc}") from exc
+        record = Outgoing(topic, value, headers, key=key, partition=partition)
+        (failure,) = await self.send_together([record])
+        if failure is not None:
+            raise failure
 
     async def send_together(
         self, records: Sequence[Outgoing]

@@ -360,7 +360,7 @@ class RequestProcessor:
             if on_also is not None and any(out is also and not err for out, err in results):
                 on_also()
             pending = [out for out, err in results if err]
-            errors = [err for err in failures if err is not None]
+            errors = [err for _, err in results if err]
             if not errors:
                 return
             if time.monotonic() > give_up:

@@ -175,9 +175,8 @@ class KafkaNode:
             # room for vLLM.
             "-Xms256m",
             "-Xmx768m",
-            # Kafka's own start script's collector settings: G1's default pause goal
-            # (200 ms) let a young collection hold every produce and fetch for 50-100 ms
-            # on a CPU the engine shares.
+            # Kafka's own start script's collector settings: G1's default pause goal is
+            # 200 ms, and every produce and fetch waits out a pause; the log shows them.
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:InitiatingHeapOccupancyPercent=35",
