@@ -122,7 +122,7 @@ async def describe_topics(kafka: Kafka, names: list[str]) -> ClusterState:
     ``min.insync.replicas`` of each named topic that exists."""
     async with _admin(kafka, "describe topics") as admin:
         cluster = await admin.describe_cluster()
-        described = await admin.describe_topics(names)
+        described = await _describe_known(admin, names)
         found = [t for t in described if t["error_code"] == 0]
         in_sync = await _min_insync(admin, [t["topic"] for t in found])
     errors = {
@@ -143,6 +143,29 @@ async def describe_topics(kafka: Kafka, names: list[str]) -> ClusterState:
     }
     brokers = tuple(sorted(b["node_id"] for b in cluster["brokers"]))
     return ClusterState(brokers, topics, errors)
+
+
+async def _describe_known(admin: AIOKafkaAdminClient, names: list[str]) -> list[Any]:
+    """Each topic's metadata. Each request goes to a random broker, and one that has not
+    yet caught up with a new topic's metadata answers "unknown topic" for it, while the
+    broker that created it lists it: ask again for those (up to ~2 s, as for configs), so
+    a topic made a moment ago is not reported missing. A topic that is really missing
+    costs a background check those 2 s."""
+    described: dict[str, Any] = {}
+    pending = list(names)
+    for attempt in range(20):
+        if attempt:
+            await asyncio.sleep(0.1)
+        for topic in await admin.describe_topics(pending):
+            described[topic["topic"]] = topic
+        pending = [
+            n
+            for n in pending
+            if described.get(n, {}).get("error_code", _UNKNOWN_TOPIC) == _UNKNOWN_TOPIC
+        ]
+        if not pending:
+            break
+    return list(described.values())
 
 
 async def _min_insync(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:

@@ -163,8 +163,12 @@ async def wait_in_sync(bus: Bus, cluster: KafkaCluster, *, timeout_s: float = 18
     while time.monotonic() < deadline:
         state = await describe_topics(bus.settings.kafka, names)
         parts = [p for t in state.topics.values() for p in t.partitions]
-        if len(state.brokers) == len(cluster.nodes) and all(
-            not (p.under_replicated or p.offline) for p in parts
+        # Every bus topic must be described: with none found, "no partition lacks a
+        # replica" would hold trivially.
+        if (
+            len(state.brokers) == len(cluster.nodes)
+            and set(bus.settings.topics()) <= set(state.topics)
+            and all(not (p.under_replicated or p.offline) for p in parts)
         ):
             return
         await asyncio.sleep(0.5)
