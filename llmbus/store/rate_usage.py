@@ -5,8 +5,8 @@ previous minute's count weighted by the share of that minute still inside the wi
 keeps two rows per key, and errs only where the previous minute's traffic was uneven: it
 spreads a burst evenly over its minute, so after a burst that fills a whole minute's limit
 the key waits up to 90 s rather than 60 (``retry_after_s`` says exactly how long). One
-admission is one transaction under a per-key advisory lock, so two replicas never both
-take the last slot.
+admission is one call of ``llmbus.rate_admit`` (migration 0007), whose statement holds a
+per-key advisory lock, so two replicas never both take the last slot.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, text
 
 from llmbus.errors import DatabaseUnavailableError
 from llmbus.store.database import Database, mapped
 from llmbus.store.tables import rate_usage
 
 MINUTE_S = 60.0
+
+_ADMIT = text("SELECT * FROM llmbus.rate_admit(:subject, :minute, :weight, :tokens, :rpm, :tpm)")
+"""Lock, read both minutes, decide, count (migration 0007)."""
 
 
 @dataclass(frozen=True)
@@ -49,33 +51,29 @@ class RateUsage:
         minute = int(now // MINUTE_S)
         # How much of the previous minute is still inside the last 60 s.
         weight = 1.0 - (now - minute * MINUTE_S) / MINUTE_S
-        row = rate_usage.c
+        args = {
+            "subject": subject,
+            "minute": minute,
+            "weight": weight,
+            "tokens": tokens,
+            "rpm": rpm,
+            "tpm": tpm,
+        }
 
         async def op() -> RateRefusal | None:
-            async with self._db.engine.begin() as conn:
-                await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(subject))))
-                found = await conn.execute(
-                    select(row.minute, row.requests, row.tokens).where(
-                        row.subject == subject, row.minute.in_([minute - 1, minute])
-                    )
-                )
-                counts = {r.minute: (r.requests, r.tokens) for r in found}
-                prev, cur = counts.get(minute - 1, (0, 0)), counts.get(minute, (0, 0))
-                refusal = _refusal("requests", prev[0], cur[0], 1, rpm, weight) or _refusal(
-                    "tokens", prev[1], cur[1], tokens, tpm, weight
-                )
-                if refusal is not None:
-                    return refusal
-                upsert = insert(rate_usage).values(
-                    subject=subject, minute=minute, requests=1, tokens=tokens
-                )
-                await conn.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=[row.subject, row.minute],
-                        set_={"requests": row.requests + 1, "tokens": row.tokens + tokens},
-                    )
-                )
-            return None
+            # Outside a transaction: the function's one statement is its own, so it holds
+            # the key's advisory lock from its read to its count. One round trip.
+            async with self._db.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                counts = (await conn.execute(_ADMIT, args)).one()
+            if counts.admitted:
+                return None
+            refusal = _refusal(
+                "requests", counts.prev_requests, counts.cur_requests, 1, rpm, weight
+            ) or _refusal("tokens", counts.prev_tokens, counts.cur_tokens, tokens, tpm, weight)
+            # Both sides sum the same float8 terms in the same order. Should rounding ever
+            # make them disagree, PostgreSQL's refusal stands (nothing was counted).
+            return refusal or RateRefusal("requests", rpm, 1.0)
 
         refusal = await mapped(op)
         if minute != self._swept_minute:

@@ -7,6 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 
 from llmbus.stack.local_stack import LocalStack
 from llmbus.store.database import Database
@@ -75,3 +77,26 @@ async def test_the_previous_minute_slides_out_of_the_window(
     assert refusal is not None
     # Another ~1/6 of the previous minute must slide out: about 10 s.
     assert 5 <= refusal.retry_after_s <= 15
+
+
+async def test_only_the_gateway_role_may_count_and_a_refusal_counts_nothing(
+    stack: LocalStack, replicas: tuple[RateUsage, RateUsage]
+) -> None:
+    a, _ = replicas
+    key = f"key:{uuid.uuid4().hex[:12]}"
+    call = text("SELECT admitted FROM llmbus.rate_admit(:s, 1, 0.0, 1, 100, 100)")
+    async with Database(stack.postgres.url("llmbus_reader")) as reader:
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            async with reader.engine.connect() as conn:
+                await conn.execute(call, {"s": key})
+    assert await a.admit(key, 1, rpm=1, tpm=10_000, now=MINUTE) is None
+    for _ in range(3):
+        assert await a.admit(key, 1, rpm=1, tpm=10_000, now=MINUTE) is not None
+    async with (
+        Database(stack.postgres.url("llmbus_owner")) as owner,
+        owner.engine.connect() as conn,
+    ):
+        counted = await conn.execute(
+            text("SELECT requests, tokens FROM llmbus.rate_usage WHERE subject = :s"), {"s": key}
+        )
+        assert counted.all() == [(1, 1)]
