@@ -14,8 +14,9 @@ then two phases, greedy:
 
 A 2-core CPU cannot host two idle engines without them competing, so only one side is up
 at a time: each round starts ``vllm serve`` fresh, measures it, stops it, then does the same
-for llmbus (on a fresh Kafka + PostgreSQL). Ratios are llmbus / vllm-serve per round; with
-several rounds the median is reported with its spread (min..max).
+for llmbus (on a fresh Kafka + PostgreSQL); even rounds run llmbus first. Ratios are
+llmbus / vllm-serve per round; with several rounds the median is reported with its spread
+(min..max).
 """
 
 from __future__ import annotations
@@ -222,8 +223,14 @@ def main() -> None:
     model_path = resolve_model_path(base.model, base.model_path, base.cache_dir)
     rounds: list[dict[str, Any]] = []
     for r in range(1, args.rounds + 1):
-        serve = run_serve(model_path, base.model, args)
-        llmbus = run_llmbus(args)
+        # Rounds alternate which side goes first (a b, b a, a b, ...), so a machine that
+        # warms up or slows down over a round does not favour one side every time.
+        if r % 2:
+            serve = run_serve(model_path, base.model, args)
+            llmbus = run_llmbus(args)
+        else:
+            llmbus = run_llmbus(args)
+            serve = run_serve(model_path, base.model, args)
         rounds.append({"vllm_serve": serve, "llmbus": llmbus,
                        "throughput_ratio": llmbus["tok_s"] / serve["tok_s"],
                        "ttft_p50_ratio": llmbus["ttft_p50_s"] / serve["ttft_p50_s"]})  # fmt: skip
