@@ -231,7 +231,8 @@ def main() -> None:
         else:
             llmbus = run_llmbus(args)
             serve = run_serve(model_path, base.model, args)
-        rounds.append({"vllm_serve": serve, "llmbus": llmbus,
+        rounds.append({"first": "vllm_serve" if r % 2 else "llmbus",
+                       "vllm_serve": serve, "llmbus": llmbus,
                        "throughput_ratio": llmbus["tok_s"] / serve["tok_s"],
                        "ttft_p50_ratio": llmbus["ttft_p50_s"] / serve["ttft_p50_s"]})  # fmt: skip
         for name, f in (("(a) vllm serve", serve), ("(b) llmbus    ", llmbus)):

@@ -62,7 +62,8 @@ class RateUsage:
 
         async def op() -> RateRefusal | None:
             # Outside a transaction: the function's one statement is its own, so it holds
-            # the key's advisory lock from its read to its count. One round trip.
+            # the key's advisory lock from its read to its count (a transaction took five
+            # exchanges: begin, lock, read, count, commit).
             async with self._db.engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 counts = (await conn.execute(_ADMIT, args)).one()

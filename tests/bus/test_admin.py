@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from llmbus.bus.admin import _describe_known
 
 _UNKNOWN = 3
+
+
+@pytest.fixture(autouse=True)
+def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retries' pauses are real time the test need not spend."""
+
+    async def no_pause(_: float) -> None:
+        return None
+
+    monkeypatch.setattr(asyncio, "sleep", no_pause)
 
 
 class LaggingBrokers:

@@ -4,8 +4,9 @@
 five round trips (begin, advisory lock, read both minutes, upsert, commit): it takes the
 key's lock, reads the two minutes, decides, and counts the call if admitted. The gateway
 calls it outside any transaction, so the statement's own transaction holds the lock. It
-runs with the caller's rights (the writer role already counts in ``rate_usage``); only the
-writer role may execute it.
+runs with the caller's rights: only a role that may already read and count in
+``rate_usage`` (the writer role, by 0004's grant or an operator's) can use it, so EXECUTE
+stays with PUBLIC, and a writer role of another name keeps working after the upgrade.
 
 Revision ID: 0007
 Revises: 0006
@@ -59,11 +60,6 @@ $fn$
 
 def upgrade() -> None:
     op.execute(ADMIT_FUNCTION)
-    op.execute(f"REVOKE ALL ON FUNCTION {SIGNATURE} FROM PUBLIC")
-    op.execute(
-        "DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'llmbus_writer') THEN "
-        f"GRANT EXECUTE ON FUNCTION {SIGNATURE} TO llmbus_writer; END IF; END$$"
-    )
 
 
 def downgrade() -> None:
