@@ -225,13 +225,14 @@ def main() -> None:
     for r in range(1, args.rounds + 1):
         # Rounds alternate which side goes first (a b, b a, a b, ...), so a machine that
         # warms up or slows down over a round does not favour one side every time.
-        if r % 2:
+        serve_first = r % 2 == 1
+        if serve_first:
             serve = run_serve(model_path, base.model, args)
             llmbus = run_llmbus(args)
         else:
             llmbus = run_llmbus(args)
             serve = run_serve(model_path, base.model, args)
-        rounds.append({"first": "vllm_serve" if r % 2 else "llmbus",
+        rounds.append({"first": "vllm_serve" if serve_first else "llmbus",
                        "vllm_serve": serve, "llmbus": llmbus,
                        "throughput_ratio": llmbus["tok_s"] / serve["tok_s"],
                        "ttft_p50_ratio": llmbus["ttft_p50_s"] / serve["ttft_p50_s"]})  # fmt: skip

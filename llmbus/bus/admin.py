@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,48 +145,58 @@ async def describe_topics(kafka: Kafka, names: list[str]) -> ClusterState:
     return ClusterState(brokers, topics, errors)
 
 
-async def _describe_known(admin: AIOKafkaAdminClient, names: list[str]) -> list[Any]:
-    """Each topic's metadata. Each request goes to a random broker, and one that has not
-    yet caught up with a new topic's metadata answers "unknown topic" for it, while the
-    broker that created it lists it: ask again for those (up to ~2 s, as for configs), so
-    a topic made a moment ago is not reported missing. A topic that is really missing
-    costs a background check those 2 s."""
-    described: dict[str, Any] = {}
+async def _ask_until_known(
+    names: list[str], ask: Callable[[list[str]], Awaitable[list[str]]]
+) -> None:
+    """Call ``ask`` with ``names``, then again with those it says a broker did not know.
+
+    Each admin request goes to a random broker, and one that has not yet caught up with a
+    new topic's metadata answers "unknown topic" for it while the broker that created it
+    lists it; asked again (up to ~2 s), some broker knows. A topic that is really missing
+    costs a background check those 2 s. Other refusals are final."""
     pending = list(names)
     for attempt in range(20):
         if attempt:
             await asyncio.sleep(0.1)
+        pending = await ask(pending)
+        if not pending:
+            return
+
+
+async def _describe_known(admin: AIOKafkaAdminClient, names: list[str]) -> list[Any]:
+    """Each topic's metadata, a topic made a moment ago included."""
+    described: dict[str, Any] = {}
+
+    async def ask(pending: list[str]) -> list[str]:
         for topic in await admin.describe_topics(pending):
             described[topic["topic"]] = topic
-        pending = [
+        return [
             n
             for n in pending
             if described.get(n, {}).get("error_code", _UNKNOWN_TOPIC) == _UNKNOWN_TOPIC
         ]
-        if not pending:
-            break
+
+    await _ask_until_known(names, ask)
     return list(described.values())
 
 
 async def _min_insync(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
-    pending = list(names)
-    # A broker that has not yet caught up with a new topic's metadata answers "unknown
-    # topic" for it; asked again (up to ~2 s), it knows. Other refusals are final.
-    for _ in range(20):
+
+    async def ask(pending: list[str]) -> list[str]:
+        unknown = []
         resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in pending]
-        pending = []
         for response in await admin.describe_configs(resources):
             for resource in response.to_object()["resources"]:
                 if resource["error_code"] == _UNKNOWN_TOPIC:
-                    pending.append(resource["resource_name"])
+                    unknown.append(resource["resource_name"])
                 for entry in resource["config_entries"]:
                     name = entry.get("config_names") or entry.get("config_name")
                     if name == "min.insync.replicas" and entry["config_value"]:
                         found[resource["resource_name"]] = int(entry["config_value"])
-        if not pending:
-            break
-        await asyncio.sleep(0.1)
+        return unknown
+
+    await _ask_until_known(names, ask)
     return found
 
 
