@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     model such as all-MiniLM-L6-v2 gets the pooling runner and serves ``/v1/embeddings``;
     a chat model the generating one); "pooling" embeds with a generative model."""
 
+    engine_executor: Literal["auto", "uni", "mp"] = "auto"
+    """Where vLLM runs the model: "uni" in its engine process, "mp" in a process of its own
+    (vLLM's choice on a CPU, which keeps one core from computing). "auto": "uni" on a CPU
+    with at most 4 usable cores (1.7x the throughput on 2), vLLM's own choice elsewhere
+    (``consumers/engine_executor.py``)."""
+
     topic_prefix: str = "llmbus"
     request_partitions: int = 4
     reply_partitions: int = 16

@@ -26,6 +26,7 @@ import orjson
 from llmbus.consumers.batch_throttle import StepCostModel
 from llmbus.consumers.decode_times import DecodeTimes
 from llmbus.consumers.engine import DECODE_MS_KEY, Endpoint, EngineCall
+from llmbus.consumers.engine_executor import ExecutorChoice, choose_executor, executor_env
 from llmbus.consumers.precision_eval import choose_dtype, cpu_has_avx512_bf16
 from llmbus.errors import (
     ContextLengthExceededError,
@@ -55,8 +56,10 @@ class VllmEngine:
         step_costs: StepCostModel | None = None,
         export_metrics: bool = True,
         max_num_batched_tokens: int | None = None,
+        executor: ExecutorChoice = "auto",
     ) -> None:
         self.model_path = model_path
+        self._executor = executor
         self._max_num_batched_tokens = max_num_batched_tokens
         self.served_model = served_model
         self._max_num_seqs = max_num_seqs
@@ -104,6 +107,7 @@ class VllmEngine:
             step_costs=step_costs,
             export_metrics=export_metrics,
             max_num_batched_tokens=settings.max_num_batched_tokens,
+            executor=settings.engine_executor,
         )
 
     @property
@@ -118,10 +122,17 @@ class VllmEngine:
     def endpoints(self) -> frozenset[Endpoint]:
         return frozenset(self._serving)
 
+    @property
+    def executor(self) -> str:
+        """Where the model runs as vLLM settled it: "uni" (in the engine process) or "mp"
+        (a process of its own); see ``engine_executor.py``."""
+        return str(self._started().vllm_config.parallel_config.distributed_executor_backend)
+
     async def start(self) -> None:
         # The CPU build sizes its KV cache from this variable (GiB); it is read when the
         # engine process spawns, so it must be set before the engine is built.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
+        import torch
         from starlette.datastructures import State
         from vllm import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -138,6 +149,7 @@ class VllmEngine:
                 "max_model_len %d is the model's own (not %d)", native_len, self._max_model_len
             )
             self._max_model_len = native_len
+        backend = choose_executor(self._executor, cuda=torch.cuda.is_available())
         args = AsyncEngineArgs(
             model=self.model_path,
             served_model_name=[self.served_model],
@@ -152,6 +164,7 @@ class VllmEngine:
             # Interactive requests (higher priority) are scheduled first and batch work is
             # preempted first when the KV cache runs short (see consumers/lanes.py).
             scheduling_policy="priority",
+            distributed_executor_backend=backend,
         )
         # vLLM's periodic throughput log line would repeat what the metrics say.
         logging.getLogger("vllm.v1.metrics.loggers").setLevel(logging.WARNING)
@@ -161,12 +174,12 @@ class VllmEngine:
         # costs (the batch throttle stays off).
         self._reads_stats = self._export_metrics
         loggers = [_stats_reader(self._step_costs, self._decode_times)] if self._reads_stats else []
-        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
+        with executor_env(backend):
+            self._llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
+        log.info("vLLM executor %s (asked: %s)", self.executor, self._executor)
         # On CPU a seeded, sampled request kills the whole engine once the scheduler splits
         # or re-plans its prefill: vLLM then rewinds the request's random generator, and
         # torch's CPU generator cannot rewind ("CPU Generator does not use offset").
-        import torch
-
         self._seeded_sampling = torch.cuda.is_available()
         # The serving layer reads its options as `vllm serve` parses them; engine options
         # come from the engine itself, so only the OpenAI-side ones are given here.

@@ -74,3 +74,21 @@ async def test_cancelling_a_whole_answer_cancels_and_the_engine_serves_on(engine
         await task
     after = await answers(engine, "after-cancel", stream=False)
     assert after[0]["choices"][0]["message"]["content"]
+
+
+async def test_the_engine_runs_where_the_executor_choice_says(engine: Engine) -> None:
+    """On a CPU of few cores the model runs in vLLM's engine process ("uni"), which vLLM's
+    CPU platform turns into "mp" unless its environment says otherwise at build time; the
+    environment is put back once the engine is built."""
+    import os
+
+    import torch
+
+    from llmbus.consumers.engine_executor import choose_executor
+    from llmbus.consumers.vllm_engine import VllmEngine
+
+    assert isinstance(engine, VllmEngine)
+    expected = choose_executor("auto", cuda=torch.cuda.is_available())
+    if expected is not None:
+        assert engine.executor == expected
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
