@@ -43,6 +43,7 @@ from bench import save_report
 from bench.gateway_overhead import create_key
 from bench.overhead import KafkaFloor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, prompts, start_worker
+from llmbus.consumers.engine_executor import choose_executor, executor_env
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
@@ -141,10 +142,23 @@ def run_serve(model_path: str, model: str, args: argparse.Namespace) -> dict[str
            "--served-model-name", model, "--host", "127.0.0.1", "--port", str(port),
            "--max-num-seqs", str(MAX_NUM_SEQS), "--max-model-len", str(MAX_MODEL_LEN),
            "--dtype", "float32", "--disable-uvicorn-access-log"]  # fmt: skip
+    env = dict(os.environ)
+    if args.serve_executor == "llmbus":
+        # vllm serve given where llmbus runs the model (engine_executor.py), for a
+        # like-for-like comparison of everything else; by default it runs as users run it.
+        import torch
+
+        backend = choose_executor(Settings().engine_executor, cuda=torch.cuda.is_available())
+        if backend is not None:
+            cmd += ["--distributed-executor-backend", backend]
+            with executor_env(backend):
+                env = dict(os.environ)
     print("[bench] (a) " + " ".join(cmd), flush=True)
     log = state / "vllm-serve.log"
     with open(log, "w") as fh:  # own session: SIGKILL can then reach its engine process
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_ready(url, proc, log)
@@ -212,6 +226,12 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=256, help="prompts sent at once")
     parser.add_argument("--ttft-n", type=int, default=20, help="sequential streaming chats")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--serve-executor",
+        choices=["default", "llmbus"],
+        default="default",
+        help="where vllm serve runs the model: vLLM's default, or where llmbus's worker does",
+    )
     parser.add_argument(
         "--warm-rounds", type=int, default=8000, help="broker round trips before measuring"
     )
