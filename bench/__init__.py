@@ -14,3 +14,18 @@ def save_report(name: str, report: dict[str, Any]) -> None:
     """Write ``report`` to ``bench/results/<name>.json``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+
+
+def offline_llm(**kwargs: Any) -> Any:
+    """vLLM's offline ``LLM`` with the model where the worker runs it
+    (``engine_executor.py``): a baseline on the same executor as llmbus. With "uni" its
+    engine runs inside this process."""
+    import torch
+    from vllm import LLM
+
+    from llmbus.consumers.engine_executor import choose_executor, executor_env
+    from llmbus.settings import Settings
+
+    backend = choose_executor(Settings().engine_executor, cuda=torch.cuda.is_available())
+    with executor_env(backend):
+        return LLM(**kwargs, distributed_executor_backend=backend)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bench import save_report
+from bench import offline_llm, save_report
 from bench.throughput import bench_settings
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
@@ -59,9 +59,7 @@ def texts(n: int) -> list[str]:
 
 
 def run_offline(corpus: list[str]) -> float:
-    from vllm import LLM
-
-    llm = LLM(
+    llm = offline_llm(
         model=str(packaged_embedding_model()),
         runner="pooling",
         max_num_seqs=MAX_NUM_SEQS,

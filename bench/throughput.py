@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import save_report
-from llmbus.consumers.engine_executor import choose_executor, executor_env
+from bench import offline_llm, save_report
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import resolve_model_path
@@ -48,21 +47,15 @@ def percentile(values: list[float], q: float) -> float:
 def run_offline(
     model_path: str, questions: list[str], max_tokens: int, *, dtype: str = "float32"
 ) -> dict[str, float]:
-    import torch
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
-    # Where the model runs as the worker has it (llmbus's throughput against vLLM's own on
-    # the same executor; with "uni" this LLM computes in this process).
-    backend = choose_executor(Settings().engine_executor, cuda=torch.cuda.is_available())
-    with executor_env(backend):
-        llm = LLM(
-            model=model_path,
-            max_num_seqs=MAX_NUM_SEQS,
-            max_model_len=MAX_MODEL_LEN,
-            dtype=dtype,
-            disable_log_stats=True,
-            distributed_executor_backend=backend,
-        )
+    llm = offline_llm(
+        model=model_path,
+        max_num_seqs=MAX_NUM_SEQS,
+        max_model_len=MAX_MODEL_LEN,
+        dtype=dtype,
+        disable_log_stats=True,
+    )
     tok = llm.get_tokenizer()
     prompts_ids = []
     for q in questions:
