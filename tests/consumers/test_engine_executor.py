@@ -19,7 +19,7 @@ ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 def test_auto_runs_the_model_in_the_engine_process_on_a_cpu_of_few_cores(
     monkeypatch: pytest.MonkeyPatch, cores: int, cuda: bool, expected: str | None
 ) -> None:
-    monkeypatch.setattr(engine_executor.os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    monkeypatch.setattr(engine_executor, "usable_cores", lambda: cores)
     assert choose_executor("auto", cuda=cuda) == expected
 
 
@@ -50,3 +50,7 @@ def test_other_backends_leave_the_environment_alone(monkeypatch: pytest.MonkeyPa
     for backend in (None, "mp"):
         with executor_env(backend):
             assert os.environ[ENV] == "1"
+
+
+def test_usable_cores_counts_what_this_process_may_run_on() -> None:
+    assert 1 <= engine_executor.usable_cores() <= (os.cpu_count() or 1)

@@ -86,9 +86,13 @@ async def test_the_engine_runs_where_the_executor_choice_says(engine: Engine) ->
 
     from llmbus.consumers.engine_executor import choose_executor
     from llmbus.consumers.vllm_engine import VllmEngine
+    from llmbus.settings import Settings
 
     assert isinstance(engine, VllmEngine)
-    expected = choose_executor("auto", cuda=torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    expected = choose_executor(Settings().engine_executor, cuda=cuda)
     if expected is not None:
         assert engine.executor == expected
-    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+    elif not cuda:
+        assert engine.executor == "mp"  # vLLM's own choice on a CPU
+    assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0"
