@@ -34,10 +34,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench import save_report
+from bench import save_report, worker_executor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, percentile, start_worker
 from llmbus.bus.admin import ensure_topics
-from llmbus.consumers.engine_executor import choose_executor, executor_env
+from llmbus.consumers.engine_executor import executor_env
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
@@ -111,14 +111,13 @@ class InProcess:
     """The same chats on an ``AsyncLLM`` in this process (the baseline)."""
 
     def __init__(self, model_path: str) -> None:
-        import torch
         from vllm import AsyncEngineArgs, SamplingParams
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
 
         # The worker's own executor choice: what is measured is llmbus's path, not where
         # vLLM runs the model.
-        backend = choose_executor(Settings().engine_executor, cuda=torch.cuda.is_available())
+        backend = worker_executor()
         args = AsyncEngineArgs(
             model=model_path,
             max_num_seqs=MAX_NUM_SEQS,

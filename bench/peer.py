@@ -39,11 +39,11 @@ import httpx
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 
-from bench import save_report
+from bench import save_report, worker_executor
 from bench.gateway_overhead import create_key
 from bench.overhead import KafkaFloor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, prompts, start_worker
-from llmbus.consumers.engine_executor import choose_executor, executor_env
+from llmbus.consumers.engine_executor import executor_env
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
@@ -146,9 +146,7 @@ def run_serve(model_path: str, model: str, args: argparse.Namespace) -> dict[str
     if args.serve_executor == "llmbus":
         # vllm serve given where llmbus runs the model (engine_executor.py), for a
         # like-for-like comparison of everything else; by default it runs as users run it.
-        import torch
-
-        backend = choose_executor(Settings().engine_executor, cuda=torch.cuda.is_available())
+        backend = worker_executor()
         if backend is not None:
             cmd += ["--distributed-executor-backend", backend]
             with executor_env(backend):
