@@ -12,17 +12,20 @@ machine that slows down midway slows all three alike):
 
 Added latency, per length: p50 is the median of each chat's own added time (its prompt
 through llmbus less the same prompt in-process, measured back to back), p99 is (a)'s p99
-less (b)'s; the last line prints the worse of the two lengths. Both engines are loaded at
-once but only one computes at a time: the chats are sequential. Before measuring, the
-broker is warmed with round trips: a broker in service has compiled its request path, a
-freshly started JVM interprets it (here the floor's p50 fell from 2.4 to 1.1 ms over its
-first 8,000 round trips).
+less (b)'s; a round's figure is the worse of the two lengths. The run measures several
+rounds on the same stack and engines, and the last line prints the median of the rounds'
+figures (one round's p50 moved by 2 ms from one run to the next on this machine). Both
+engines are loaded at once but only one computes at a time: the chats are sequential.
+Before measuring, the broker is warmed with round trips: a broker in service has compiled
+its request path, a freshly started JVM interprets it (here the floor's p50 fell from 2.4
+to 1.1 ms over its first 8,000 round trips).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shutil
 import statistics
@@ -148,11 +151,11 @@ Series = dict[str, dict[int, list[float]]]
 
 
 async def measure(
-    settings: Settings, model_path: str, n: int, warm_rounds: int, warm_chats: int
-) -> Series:
-    """Per length, the three latencies of each prompt, taken one after another in a
-    rotating order (no side always runs first, after the other's cache traffic)."""
-    out: Series = {side: {m: [] for m in LENGTHS} for side in ("llmbus", "in_process", "floor")}
+    settings: Settings, model_path: str, n: int, rounds: int, warm_rounds: int, warm_chats: int
+) -> list[Series]:
+    """Per round and length, the three latencies of each prompt, taken one after another
+    in a rotating order (no side always runs first, after the other's cache traffic)."""
+    out: list[Series] = []
     local = InProcess(model_path)
     try:
         async with (
@@ -166,25 +169,67 @@ async def measure(
                 await client.chat(f"warm up {i}", max_tokens=1, temperature=0.0)
                 await local.chat(f"warm up {i}", 1)
             await floor.warm(warm_rounds)
-            for max_tokens in LENGTHS:
-                sides: list[tuple[str, Callable[[str], Awaitable[Any]]]] = [
-                    ("llmbus", partial(client.chat, max_tokens=max_tokens, temperature=0.0)),
-                    ("in_process", partial(local.chat, max_tokens=max_tokens)),
-                    ("floor", lambda _: floor.round_trip()),
-                ]
-                for i, q in enumerate(questions(n)):
-                    for side, call in sides[i % 3 :] + sides[: i % 3]:
-                        t0 = time.perf_counter()
-                        await call(q)
-                        out[side][max_tokens].append(time.perf_counter() - t0)
+            for r in range(rounds):
+                print(f"[bench] round {r + 1} of {rounds}", flush=True)
+                out.append(await measure_round(client, local, floor, n))
     finally:
         local.shutdown()
     return out
 
 
+async def measure_round(
+    client: LlmbusClient, local: InProcess, floor: KafkaFloor, n: int
+) -> Series:
+    out: Series = {side: {m: [] for m in LENGTHS} for side in ("llmbus", "in_process", "floor")}
+    for max_tokens in LENGTHS:
+        sides: list[tuple[str, Callable[[str], Awaitable[Any]]]] = [
+            ("llmbus", partial(client.chat, max_tokens=max_tokens, temperature=0.0)),
+            ("in_process", partial(local.chat, max_tokens=max_tokens)),
+            ("floor", lambda _: floor.round_trip()),
+        ]
+        for i, q in enumerate(questions(n)):
+            for side, call in sides[i % 3 :] + sides[: i % 3]:
+                t0 = time.perf_counter()
+                await call(q)
+                out[side][max_tokens].append(time.perf_counter() - t0)
+    return out
+
+
+def added(series: Series) -> dict[str, Any]:
+    """One round's figures: per length, and the worse of the two lengths."""
+    report: dict[str, Any] = {"lengths": {}}
+    worst_p50, worst_p99 = -math.inf, -math.inf
+    for max_tokens in LENGTHS:
+        bus, local = series["llmbus"][max_tokens], series["in_process"][max_tokens]
+        a, b = summary(bus), summary(local)
+        # Each chat's own added time: its prompt through llmbus less the same prompt
+        # in-process, taken back to back; the tails compare as tails.
+        p50 = statistics.median(x - y for x, y in zip(bus, local, strict=True)) * 1000
+        p99 = a["p99_ms"] - b["p99_ms"]
+        worst_p50, worst_p99 = max(worst_p50, p50), max(worst_p99, p99)
+        report["lengths"][max_tokens] = {
+            "llmbus": a,
+            "in_process": b,
+            "added_p50_ms": p50,
+            "added_p99_ms": p99,
+            "p50_difference_ms": a["p50_ms"] - b["p50_ms"],
+        }
+        print(
+            f"max_tokens {max_tokens:2d}: llmbus p50 {a['p50_ms']:7.1f} ms p99 {a['p99_ms']:7.1f}"
+            f" | in-process p50 {b['p50_ms']:7.1f} ms p99 {b['p99_ms']:7.1f}"
+            f" | added p50 {p50:5.1f} ms (difference of p50s {a['p50_ms'] - b['p50_ms']:5.1f})"
+            f" p99 {p99:5.1f} ms"
+        )
+    floor = summary([x for m in LENGTHS for x in series["floor"][m]])
+    print(f"kafka floor: p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms")
+    report |= {"kafka_floor": floor, "added_p50_ms": worst_p50, "added_p99_ms": worst_p99}
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=100, help="sequential chats per length")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds on the same stack")
     parser.add_argument(
         "--warm-rounds", type=int, default=8000, help="broker round trips before measuring"
     )
@@ -200,8 +245,10 @@ def main() -> None:
     try:
         worker = start_worker(settings, settings.state_dir / "worker.log")
         try:
-            series = asyncio.run(
-                measure(settings, model_path, args.n, args.warm_rounds, args.warm_chats)
+            rounds = asyncio.run(
+                measure(
+                    settings, model_path, args.n, args.rounds, args.warm_rounds, args.warm_chats
+                )
             )
         finally:
             worker.terminate()
@@ -210,36 +257,20 @@ def main() -> None:
         stack.down(purge=True)
         shutil.rmtree(settings.state_dir, ignore_errors=True)
 
-    floor = summary([x for m in LENGTHS for x in series["floor"][m]])
-    report: dict[str, Any] = {"n": args.n, "kafka_floor": floor, "lengths": {}}
-    added_p50, added_p99 = 0.0, 0.0
-    for max_tokens in LENGTHS:
-        bus, local = series["llmbus"][max_tokens], series["in_process"][max_tokens]
-        a, b = summary(bus), summary(local)
-        # Each chat's own added time: its prompt through llmbus less the same prompt
-        # in-process, taken back to back; the tails compare as tails.
-        p50 = statistics.median(x - y for x, y in zip(bus, local, strict=True)) * 1000
-        p99 = a["p99_ms"] - b["p99_ms"]
-        added_p50, added_p99 = max(added_p50, p50), max(added_p99, p99)
-        report["lengths"][max_tokens] = {
-            "llmbus": a,
-            "in_process": b,
-            "added_p50_ms": p50,
-            "added_p99_ms": p99,
-            "p50_difference_ms": a["p50_ms"] - b["p50_ms"],
-        }
-        print(
-            f"max_tokens {max_tokens:2d}: llmbus p50 {a['p50_ms']:7.1f} ms p99 {a['p99_ms']:7.1f}"
-            f" | in-process p50 {b['p50_ms']:7.1f} ms p99 {b['p99_ms']:7.1f}"
-            f" | added p50 {p50:5.1f} ms (difference of p50s {a['p50_ms'] - b['p50_ms']:5.1f})"
-            f" p99 {p99:5.1f} ms"
-        )
-    print(f"kafka floor: p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms")
-    save_report("overhead", report)
-    print(
-        f"overhead: added p50 {added_p50:.1f} ms p99 {added_p99:.1f} ms "
-        f"(kafka floor p50 {floor['p50_ms']:.1f} ms)"
+    reports = []
+    for r, series in enumerate(rounds, start=1):
+        print(f"round {r} of {len(rounds)}:")
+        reports.append(added(series))
+    p50 = statistics.median(x["added_p50_ms"] for x in reports)
+    p99 = statistics.median(x["added_p99_ms"] for x in reports)
+    floor = statistics.median(x["kafka_floor"]["p50_ms"] for x in reports)
+    spread = ", ".join(f"{x['added_p50_ms']:.1f} / {x['added_p99_ms']:.1f}" for x in reports)
+    print(f"added p50 / p99 per round (ms): {spread}")
+    save_report(
+        "overhead",
+        {"n": args.n, "rounds": reports, "added_p50_ms": p50, "added_p99_ms": p99},
     )
+    print(f"overhead: added p50 {p50:.1f} ms p99 {p99:.1f} ms (kafka floor p50 {floor:.1f} ms)")
 
 
 if __name__ == "__main__":

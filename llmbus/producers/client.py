@@ -336,7 +336,12 @@ class LlmbusClient:
 
     @staticmethod
     async def _next(queue: asyncio.Queue[Reply], remaining_s: float, rid: str) -> Reply:
+        if not queue.empty():
+            return queue.get_nowait()
+        # A timeout scope, not wait_for: wait_for (before Python 3.12) runs the get in a
+        # task of its own, two more turns of the event loop for every reply received.
         try:
-            return await asyncio.wait_for(queue.get(), timeout=max(remaining_s, 0.0))
+            async with asyncio.timeout(max(remaining_s, 0.0)):
+                return await queue.get()
         except TimeoutError:
             raise RequestTimeoutError(f"no final reply for {rid} in time") from None
