@@ -336,10 +336,10 @@ class LlmbusClient:
 
     @staticmethod
     async def _next(queue: asyncio.Queue[Reply], remaining_s: float, rid: str) -> Reply:
-        if not queue.empty():
-            return queue.get_nowait()
         # A timeout scope, not wait_for: wait_for (before Python 3.12) runs the get in a
-        # task of its own, two more turns of the event loop for every reply received.
+        # task of its own, two more turns of the event loop for every reply received. A
+        # reply already queued is returned without suspending, so even a spent timeout
+        # takes it.
         try:
             async with asyncio.timeout(max(remaining_s, 0.0)):
                 return await queue.get()
