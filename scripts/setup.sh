@@ -37,7 +37,9 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
 fi
 KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
-if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+# The log4j binding is checked too: caches made before it matched Kafka's slf4j 1.7 hold
+# one that slf4j ignores, and their broker logged nothing at all.
+if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || ! ls "$KAFKA_LIBS"/log4j-slf4j-impl-*.jar >/dev/null 2>&1; then
   say "resolving Kafka $KAFKA_VERSION jars from Maven Central"
   rm -rf "$KAFKA_LIBS"
   mvn -q -B -f scripts/kafka/pom.xml -Dkafka.version="$KAFKA_VERSION" \

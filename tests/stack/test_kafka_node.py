@@ -1,6 +1,9 @@
 import base64
 
+import pytest
+
 from llmbus.stack.kafka_node import new_cluster_id
+from llmbus.stack.local_stack import LocalStack
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:
@@ -10,3 +13,11 @@ def test_cluster_ids_never_look_like_an_option() -> None:
     assert not [i for i in ids if i.startswith("-")]
     assert len(set(ids)) == len(ids)
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+
+
+@pytest.mark.integration
+async def test_the_local_broker_writes_its_log(stack: LocalStack) -> None:
+    # Kafka logs through slf4j 1.7; with a binding it does not know (log4j's slf4j2 one)
+    # slf4j falls back to a no-op logger and the broker's warnings and errors go nowhere.
+    log = stack.kafka.nodes[0].log_file.read_text()
+    assert "Kafka Server started" in log
