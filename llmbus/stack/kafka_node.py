@@ -138,7 +138,15 @@ class KafkaNode:
     def wait_listening(self) -> None:
         # A cold JVM on 2 cores takes ~5-10 s to open the listener, and a cluster node
         # opens it only once the controller quorum has a leader; 90 s covers slow CI.
-        wait_for_port(HOST, self.port, timeout_s=90, what="Kafka", log=self.home / "stdout.log")
+        # The JVM's own failures (a bad flag, a missing class) reach stdout.log; Kafka's
+        # (a bad setting, a taken port) reach its log4j file.
+        wait_for_port(
+            HOST,
+            self.port,
+            timeout_s=90,
+            what="Kafka",
+            logs=(self.home / "stdout.log", self.log_file),
+        )
 
     def stop(self) -> bool:
         pid = self.pid()

@@ -18,14 +18,22 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_for_port(host: str, port: int, *, timeout_s: float, what: str, log: Path) -> None:
+def wait_for_port(
+    host: str, port: int, *, timeout_s: float, what: str, logs: tuple[Path, ...]
+) -> None:
+    """Wait until ``port`` accepts connections; on timeout, raise ``SetupError`` with the
+    end of each of ``logs`` (a server may write its own errors and its runtime's apart)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if port_open(host, port):
             return
         time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-    raise SetupError(f"{what} did not listen on {host}:{port} in {timeout_s:.0f}s; log:\n{tail}")
+    tails = "".join(
+        f"\n--- {log}:\n"
+        + (log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)")
+        for log in logs
+    )
+    raise SetupError(f"{what} did not listen on {host}:{port} in {timeout_s:.0f}s{tails}")
 
 
 def read_pid(pid_file: Path) -> int | None:

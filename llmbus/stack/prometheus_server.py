@@ -89,7 +89,7 @@ class PrometheusServer:
         try:
             # A Go binary with an empty TSDB listens within a second; 30 s covers a
             # loaded CI machine.
-            wait_for_port(HOST, self.port, timeout_s=30, what="Prometheus", log=self.log_file)
+            wait_for_port(HOST, self.port, timeout_s=30, what="Prometheus", logs=(self.log_file,))
             self._wait_ready(proc, timeout_s=30)
         except BaseException:
             self.stop()  # not left running behind a failed start
