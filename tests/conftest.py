@@ -292,6 +292,8 @@ async def open_bus(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+            if proc.stdout is not None:
+                proc.stdout.close()  # its pipe, else left to the garbage collector (a warning)
         for component, _ in the_bus.tasks:
             component.stop()
         for _, task in the_bus.tasks:
