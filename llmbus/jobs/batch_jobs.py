@@ -38,12 +38,17 @@ _POLL_SHARE = 0.02
 """The most of one core's time ``wait``'s reads may take. A status read counts the batch's
 result rows (about 7 ms per 1,000 on 2 cores, 2026-11-29), and the engine may share the
 machine: read ten times a second, a 10,000-line batch's status took a fifth of a core from
-it. Larger batches are re-read less often, in proportion to what a read took."""
+it. Larger batches are re-read less often, in proportion to what a read took (its wall
+time standing in for the database's CPU)."""
+
+_POLL_MAX_S = 30.0
+"""Longest gap between reads: a finished (or cancelled) batch is noticed within half a
+minute, however large it is or however slow one read happened to be."""
 
 
 def poll_interval_s(read_s: float) -> float:
     """Seconds ``wait`` sleeps after a status read that took ``read_s``."""
-    return max(_POLL_S, read_s / _POLL_SHARE)
+    return min(_POLL_MAX_S, max(_POLL_S, read_s / _POLL_SHARE))
 
 
 @dataclass(frozen=True)
