@@ -5,8 +5,8 @@ and (b) by an llmbus embedding batch job, in one run, on the default embedding m
 (b) is the whole batch path: the file is submitted (``BatchJobs``: validated, recorded in
 PostgreSQL, published to the batch lane), a worker process embeds it, the auditor writes
 every result (with its vectors: they are the batch's output) and the clock stops when the
-auditor logged the last result, i.e. when the batch's output file holds every line (the
-bench follows the batch as ``llmbus batch submit --wait`` does until it reads ``completed``).
+auditor logged the last result, one write before its commit (the bench follows the batch
+as ``llmbus batch submit --wait`` does until it reads ``completed``).
 Both sides get a warm-up outside the timed window. ``--rounds`` alternating rounds; the
 figure is the median ratio. ``--per-line`` sets how many texts each batch line carries
 (OpenAI's ``input`` list; default one, as a line per document is the common shape).
@@ -34,6 +34,7 @@ from bench.throughput import bench_settings
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import DEFAULT_EMBEDDING_MODEL, packaged_embedding_model
+from llmbus.store.database import Database
 
 MAX_NUM_SEQS = 64
 WORDS = [
@@ -133,28 +134,30 @@ async def run_llmbus(settings: Settings, stack: LocalStack, path: Path) -> tuple
         # offline instead of 0.64, 2026-11-29). The clock does not wait for the poller: it
         # stops when the last result was logged.
         status = await jobs.batches.wait(submitted.batch_id)
+        last_logged = await last_logged_at(jobs.db, submitted.batch_id)
     assert status.status == "completed", status
     assert status.completed == submitted.total, status
-    last_logged = await last_logged_at(settings, submitted.batch_id)
     return (last_logged - submitted_at).total_seconds(), submitted.total
 
 
-async def last_logged_at(settings: Settings, batch_id: str) -> datetime:
-    """When the auditor logged the batch's last result: it stamps each row as it builds
-    the write that stores it, so the output file holds every line from then on."""
-    from sqlalchemy import func, select
+async def last_logged_at(db: Database, batch_id: str) -> datetime:
+    """When the auditor logged the batch's last result: it stamps each row as it decodes
+    the result, one write before that row's commit."""
+    from sqlalchemy import and_, func, select
 
-    from llmbus.store.database import Database
-    from llmbus.store.tables import requests, results, same_request
+    from llmbus.store.tables import near_batch, requests, results, same_request
 
-    assert settings.database_url is not None
     last = (
         select(func.max(results.c.logged_at))
         .select_from(results.join(requests, same_request(results, requests)))
-        .where(requests.c.batch_id == batch_id)
+        .where(
+            and_(
+                requests.c.batch_id == batch_id,
+                *near_batch(batch_id, requests.c.created_at, results.c.created_at),
+            )
+        )
     )
-    db = Database(settings.database_url.get_secret_value())
-    async with db, db.engine.connect() as conn:
+    async with db.engine.connect() as conn:
         found: datetime | None = (await conn.execute(last)).scalar_one()
     assert found is not None, f"batch {batch_id} has no logged results"
     return found
