@@ -4,6 +4,7 @@ report in ``bench/results/<name>.json``."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,33 @@ def save_report(name: str, report: dict[str, Any]) -> None:
     """Write ``report`` to ``bench/results/<name>.json``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU (all threads) the processes have used so far (Linux /proc); a
+    process already gone counts 0. Children are not included: a worker's vLLM engine
+    process is a pid of its own (``child_pids``)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (a worker's engine process among them)."""
+    found: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found.extend(int(c) for c in fh.read().split())
+    except OSError:
+        return found
+    return found
 
 
 def worker_executor() -> str | None:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import save_report
+from bench import cpu_seconds, save_report
 from bench.audit import auditor_rows_per_second
 from llmbus.bus import BusProducer, PartitionReader, Record, ensure_topics
 from llmbus.producers import LlmbusClient
@@ -76,15 +76,6 @@ async def publish(settings: Settings, n: int) -> float:
                 pending.clear()
         await asyncio.gather(*pending)
         return n / (time.perf_counter() - start)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU the processes have used so far (Linux /proc)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def read_finals(

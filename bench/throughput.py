@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import offline_llm, save_report
+from bench import child_pids, cpu_seconds, offline_llm, save_report
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import resolve_model_path
@@ -116,8 +116,23 @@ def start_worker(
         )
 
 
+def cpu_by_process(broker_pid: int | None, worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each process on the llmbus side (the engine is the worker's
+    child process, or the worker itself when vLLM runs it in-process)."""
+    return {
+        "broker": cpu_seconds([broker_pid] if broker_pid else []),
+        "worker": cpu_seconds([worker_pid]),
+        "engine": cpu_seconds(child_pids(worker_pid)),
+        "client": cpu_seconds([os.getpid()]),
+    }
+
+
 async def run_llmbus(
-    settings: Settings, questions: list[str], max_tokens: int, worker: subprocess.Popen[bytes]
+    settings: Settings,
+    questions: list[str],
+    max_tokens: int,
+    worker: subprocess.Popen[bytes],
+    broker_pid: int | None = None,
 ) -> dict[str, float]:
     from llmbus.producers import LlmbusClient
 
@@ -132,9 +147,11 @@ async def run_llmbus(
                 latencies.append(time.perf_counter() - t0)
                 return result.completion.usage.completion_tokens
 
+            cpu_before = cpu_by_process(broker_pid, worker.pid)
             start = time.perf_counter()
             tokens = sum(await asyncio.gather(*(one(q) for q in questions)))
             wall = time.perf_counter() - start
+            cpu_after = cpu_by_process(broker_pid, worker.pid)
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -144,6 +161,7 @@ async def run_llmbus(
         "tok_s": tokens / wall,
         "p50_s": statistics.median(latencies),
         "p95_s": percentile(latencies, 0.95),
+        **{f"cpu_{name}_s": cpu_after[name] - cpu_before[name] for name in cpu_after},
     }
 
 
@@ -170,7 +188,9 @@ def main() -> None:
             offline = run_offline(model_path, questions, args.max_tokens)
             print(f"[bench] round {r}: (b) llmbus end to end", flush=True)
             worker = start_worker(settings, state / f"worker-{r}.log")
-            e2e = asyncio.run(run_llmbus(settings, questions, args.max_tokens, worker))
+            e2e = asyncio.run(
+                run_llmbus(settings, questions, args.max_tokens, worker, stack.kafka.nodes[0].pid())
+            )
             rounds.append({"offline": offline, "llmbus": e2e})
             print(
                 f"[bench] round {r}: {offline['tok_s']:.1f} vs {e2e['tok_s']:.1f} tok/s, "
@@ -197,7 +217,9 @@ def main() -> None:
         print(
             f"round {r}: (a) vLLM offline {offline['tok_s']:6.1f} tok/s, (b) llmbus e2e "
             f"{e2e['tok_s']:6.1f} tok/s ({e2e['tokens']} tokens; p50 {e2e['p50_s']:.2f} s, "
-            f"p95 {e2e['p95_s']:.2f} s), ratio {ratios[r - 1]:.3f}"
+            f"p95 {e2e['p95_s']:.2f} s), ratio {ratios[r - 1]:.3f}; CPU s in (b)'s window: "
+            f"engine {e2e['cpu_engine_s']:.1f}, broker {e2e['cpu_broker_s']:.1f}, "
+            f"worker {e2e['cpu_worker_s']:.1f}, client {e2e['cpu_client_s']:.1f}"
         )
     print(
         f"ratio (b)/(a)    : {ratio:.3f} (median of {len(ratios)} rounds, "

@@ -1,8 +1,9 @@
 import base64
+from pathlib import Path
 
 import pytest
 
-from llmbus.stack.kafka_node import new_cluster_id
+from llmbus.stack.kafka_node import KafkaNode, new_cluster_id
 from llmbus.stack.local_stack import LocalStack
 
 
@@ -21,3 +22,26 @@ async def test_the_local_broker_writes_its_log(stack: LocalStack) -> None:
     # slf4j falls back to a no-op logger and the broker's warnings and errors go nowhere.
     log = stack.kafka.nodes[0].log_file.read_text()
     assert "Kafka Server started" in log
+
+
+def _properties(node: KafkaNode) -> dict[str, str]:
+    node.home.mkdir(parents=True)
+    lines = node._write_config().read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_a_node_alone_is_sized_for_a_shared_box_and_a_cluster_keeps_kafkas_defaults(
+    tmp_path: Path,
+) -> None:
+    alone = _properties(KafkaNode(tmp_path / "a", tmp_path, port=1, controller_port=2))
+    assert alone["num.io.threads"] == "2"
+    assert alone["num.network.threads"] == "1"
+    assert alone["metadata.max.idle.interval.ms"] == "5000"
+
+    voters = ((1, 2), (2, 4), (3, 6))
+    member = _properties(
+        KafkaNode(tmp_path / "c", tmp_path, port=1, controller_port=2, voters=voters)
+    )
+    assert not {"num.io.threads", "num.network.threads", "metadata.max.idle.interval.ms"} & set(
+        member
+    )
