@@ -43,8 +43,8 @@ _ONE_BOX = {
     # second with nothing to do, and a no-op written to the metadata log every 500 ms
     # (KIP-835: it lets a cluster's brokers see that the controller is alive). Idle, with
     # nothing connected, the node took 4.5 % of a core; with these 2.8 % (2026-11-29,
-    # 60 s after start-up). Two handlers keep up with a loopback stack's traffic: a
-    # long-polling fetch waits in purgatory, not in a handler.
+    # over 60 s from 30 s after start-up). Two handlers keep up with a loopback stack's
+    # traffic: a long-polling fetch waits in purgatory, not in a handler.
     "num.io.threads": "2",
     "num.network.threads": "1",
     "metadata.max.idle.interval.ms": "5000",

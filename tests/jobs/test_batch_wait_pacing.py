@@ -1,5 +1,5 @@
 """How often ``BatchJobs.wait`` re-reads a batch's status (the arithmetic, and ``wait``
-against a store with a fake clock; the reads themselves are exercised against PostgreSQL
+against a store whose reads take 50 ms; the reads themselves are exercised against PostgreSQL
 in test_batch_jobs.py)."""
 
 from __future__ import annotations
