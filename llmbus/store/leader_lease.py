@@ -35,7 +35,14 @@ class LeaderLease:
 
         async def op() -> AsyncConnection | None:
             conn = await self._db.engine.connect()
-            if await conn.scalar(select(func.pg_try_advisory_lock(self._key))):
+            try:
+                taken = await conn.scalar(select(func.pg_try_advisory_lock(self._key)))
+            except BaseException:
+                # Failed or cancelled mid-query: whether the lock was taken is unknown, so
+                # the session ends (and a lock with it) rather than go back to the pool.
+                await _end_session(conn)
+                raise
+            if taken:
                 return conn
             await conn.close()  # not taken, so nothing held: back to the pool
             return None
@@ -59,10 +66,14 @@ class LeaderLease:
     async def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                # Invalidated, not returned to the pool: the session ends and the lock with
-                # it (a pooled session would keep holding it).
-                await conn.invalidate()
-                await conn.close()
-            except Exception:
-                log.debug("lease connection already gone", exc_info=True)
+            await _end_session(conn)
+
+
+async def _end_session(conn: AsyncConnection) -> None:
+    """Invalidate, not return to the pool: the session ends and its advisory lock with it
+    (a pooled session would keep holding the lock)."""
+    try:
+        await conn.invalidate()
+        await conn.close()
+    except Exception:
+        log.debug("lease connection already gone", exc_info=True)

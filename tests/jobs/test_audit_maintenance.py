@@ -59,7 +59,10 @@ async def test_postgres_down_during_maintenance(isolated_bus: Bus) -> None:
     code, out, err = await run
     assert code == 1, (out, err)
     assert "run it again" in err and "Traceback" not in err, err
-    await owner.dispose()  # its connections died with the server
+    # The blocker's session died with the server: dropped, not rolled back, and not left
+    # for the garbage collector (dispose() closes only connections back in the pool).
+    await blocker.invalidate()
+    await owner.dispose()
 
     await asyncio.to_thread(stack.postgres.start)
     owner = create_async_engine(stack.postgres.url("llmbus_owner"))
