@@ -56,9 +56,21 @@ def worker_executor() -> str | None:
     return choose_executor(Settings().engine_executor, cuda=torch.cuda.is_available())
 
 
+def keep_compiled() -> None:
+    """The worker's compile cache for the baselines' engines too (``compile_cache.py``):
+    only their start-up changes, not what is timed. Call before importing vllm."""
+    import torch
+
+    from llmbus.consumers.compile_cache import keep_compiled_model
+    from llmbus.settings import Settings
+
+    keep_compiled_model(Settings().cache_dir, cuda=torch.cuda.is_available())
+
+
 def offline_llm(**kwargs: Any) -> Any:
     """vLLM's offline ``LLM`` with the model where the worker runs it. With "uni" its
     engine runs inside this process."""
+    keep_compiled()
     from vllm import LLM
 
     from llmbus.consumers.engine_executor import executor_env

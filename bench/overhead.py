@@ -37,7 +37,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench import save_report, worker_executor
+from bench import keep_compiled, save_report, worker_executor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, percentile, start_worker
 from llmbus.bus.admin import ensure_topics
 from llmbus.consumers.engine_executor import executor_env
@@ -114,6 +114,7 @@ class InProcess:
     """The same chats on an ``AsyncLLM`` in this process (the baseline)."""
 
     def __init__(self, model_path: str) -> None:
+        keep_compiled()
         from vllm import AsyncEngineArgs, SamplingParams
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -39,7 +39,7 @@ import httpx
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 
-from bench import save_report, worker_executor
+from bench import keep_compiled, save_report, worker_executor
 from bench.gateway_overhead import create_key
 from bench.overhead import KafkaFloor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, prompts, start_worker
@@ -142,6 +142,7 @@ def run_serve(model_path: str, model: str, args: argparse.Namespace) -> dict[str
            "--served-model-name", model, "--host", "127.0.0.1", "--port", str(port),
            "--max-num-seqs", str(MAX_NUM_SEQS), "--max-model-len", str(MAX_MODEL_LEN),
            "--dtype", "float32", "--disable-uvicorn-access-log"]  # fmt: skip
+    keep_compiled()
     env = dict(os.environ)
     if args.serve_executor == "llmbus":
         # vllm serve given where llmbus runs the model (engine_executor.py), for a

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from llmbus.consumers.batch_throttle import StepCostModel
+from llmbus.consumers.compile_cache import keep_compiled_model
 from llmbus.consumers.decode_times import DecodeTimes
 from llmbus.consumers.engine import DECODE_MS_KEY, Endpoint, EngineCall
 from llmbus.consumers.engine_executor import ExecutorChoice, choose_executor, executor_env
@@ -133,6 +134,10 @@ class VllmEngine:
         # engine process spawns, so it must be set before the engine is built.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
         import torch
+
+        # Before vLLM is imported (see compile_cache.py): a restart loads the compiled
+        # model instead of compiling it again.
+        keep_compiled_model(self._cache_dir or default_cache_dir(), cuda=torch.cuda.is_available())
         from starlette.datastructures import State
         from vllm import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state

@@ -96,3 +96,18 @@ async def test_the_engine_runs_where_the_executor_choice_says(engine: Engine) ->
     elif not cuda:
         assert engine.executor == "mp"  # vLLM's own choice on a CPU
     assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0"
+
+
+async def test_the_engine_was_built_to_load_its_compiled_model_next_time(engine: Engine) -> None:
+    """On a CPU, vLLM's AOT compile path saves a model it cannot load back, so the engine
+    turns it off before it is built (compile_cache.py); the setting stays in this process,
+    whose later engines (and their processes) compile the same way."""
+    import os
+
+    import torch
+
+    from llmbus.consumers.compile_cache import AOT_COMPILE_ENV, INDUCTOR_CACHE_ENV
+
+    if not torch.cuda.is_available():
+        assert os.environ[AOT_COMPILE_ENV] == "0"
+    assert os.environ[INDUCTOR_CACHE_ENV]
