@@ -47,8 +47,6 @@ def percentile(values: list[float], q: float) -> float:
 def run_offline(
     model_path: str, questions: list[str], max_tokens: int, *, dtype: str = "float32"
 ) -> dict[str, float]:
-    from vllm import SamplingParams
-
     llm = offline_llm(
         model=model_path,
         max_num_seqs=MAX_NUM_SEQS,
@@ -56,6 +54,7 @@ def run_offline(
         dtype=dtype,
         disable_log_stats=True,
     )
+    from vllm import SamplingParams  # after offline_llm, which must come before vllm's import
     tok = llm.get_tokenizer()
     prompts_ids = []
     for q in questions:
