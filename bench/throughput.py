@@ -55,6 +55,7 @@ def run_offline(
         disable_log_stats=True,
     )
     from vllm import SamplingParams  # after offline_llm, which must come before vllm's import
+
     tok = llm.get_tokenizer()
     prompts_ids = []
     for q in questions:
