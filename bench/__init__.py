@@ -32,6 +32,23 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> dict[str, float]:
+    """Seconds so far of the whole machine's CPU (all cores; Linux /proc/stat): ``busy``
+    (user, nice, system, irq, softirq), ``steal`` (time the hypervisor gave to another
+    guest while this one wanted to run) and ``idle``. A window's steal and the busy time
+    of processes other than the measured ones tell a slow round caused by the machine
+    from one caused by llmbus."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        "busy": (user + nice + system + irq + softirq) / tick,
+        "steal": steal / tick,
+        "idle": (idle + iowait) / tick,
+    }
+
+
 def child_pids(pid: int) -> list[int]:
     """The direct children of ``pid`` (a worker's engine process among them)."""
     found: list[int] = []

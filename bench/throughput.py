@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import child_pids, cpu_seconds, offline_llm, save_report
+from bench import child_pids, cpu_seconds, machine_cpu, offline_llm, save_report
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import resolve_model_path
@@ -67,14 +67,27 @@ def run_offline(
         )
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     llm.generate(prompts_ids[:1], params, use_tqdm=False)  # warm-up
+    own_before, machine_before = cpu_seconds([os.getpid()]), machine_cpu()
     start = time.perf_counter()
     outs = llm.generate(prompts_ids, params, use_tqdm=False)
     wall = time.perf_counter() - start
+    own = cpu_seconds([os.getpid()]) - own_before
+    machine = window(machine_before, machine_cpu(), own)
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     llm.llm_engine.engine_core.shutdown()
     del llm
     gc.collect()
-    return {"wall_s": wall, "tokens": tokens, "tok_s": tokens / wall}
+    return {"wall_s": wall, "tokens": tokens, "tok_s": tokens / wall, **machine}
+
+
+def window(before: dict[str, float], after: dict[str, float], measured: float) -> dict[str, float]:
+    """The machine over a timed window: steal as a share of it, and the CPU seconds that
+    processes other than the ``measured`` ones took (PostgreSQL, the OS, anything else)."""
+    spent = {k: after[k] - before[k] for k in after}
+    return {
+        "steal_pct": 100 * spent["steal"] / max(sum(spent.values()), 1e-9),
+        "cpu_other_s": spent["busy"] - measured,
+    }
 
 
 def bench_settings() -> Settings:
@@ -147,21 +160,23 @@ async def run_llmbus(
                 latencies.append(time.perf_counter() - t0)
                 return result.completion.usage.completion_tokens
 
-            cpu_before = cpu_by_process(broker_pid, worker.pid)
+            cpu_before, machine_before = cpu_by_process(broker_pid, worker.pid), machine_cpu()
             start = time.perf_counter()
             tokens = sum(await asyncio.gather(*(one(q) for q in questions)))
             wall = time.perf_counter() - start
-            cpu_after = cpu_by_process(broker_pid, worker.pid)
+            cpu_after, machine_after = cpu_by_process(broker_pid, worker.pid), machine_cpu()
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+    cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
     return {
         "wall_s": wall,
         "tokens": tokens,
         "tok_s": tokens / wall,
         "p50_s": statistics.median(latencies),
         "p95_s": percentile(latencies, 0.95),
-        **{f"cpu_{name}_s": cpu_after[name] - cpu_before[name] for name in cpu_after},
+        **{f"cpu_{name}_s": seconds for name, seconds in cpu.items()},
+        **window(machine_before, machine_after, sum(cpu.values())),
     }
 
 
@@ -219,7 +234,9 @@ def main() -> None:
             f"{e2e['tok_s']:6.1f} tok/s ({e2e['tokens']} tokens; p50 {e2e['p50_s']:.2f} s, "
             f"p95 {e2e['p95_s']:.2f} s), ratio {ratios[r - 1]:.3f}; CPU s in (b)'s window: "
             f"engine {e2e['cpu_engine_s']:.1f}, broker {e2e['cpu_broker_s']:.1f}, "
-            f"worker {e2e['cpu_worker_s']:.1f}, client {e2e['cpu_client_s']:.1f}"
+            f"worker {e2e['cpu_worker_s']:.1f}, client {e2e['cpu_client_s']:.1f}, rest of the "
+            f"machine {e2e['cpu_other_s']:.1f} (in (a)'s {offline['cpu_other_s']:.1f}); steal "
+            f"{e2e['steal_pct']:.1f} % in (b), {offline['steal_pct']:.1f} % in (a)"
         )
     print(
         f"ratio (b)/(a)    : {ratio:.3f} (median of {len(ratios)} rounds, "
