@@ -69,8 +69,9 @@ class VllmEngine:
         self._dtype = dtype
         self._runner = runner
         self._tool_call_parser = tool_call_parser
-        self._cache_dir = cache_dir
-        """Where ``dtype=auto`` looks for the model's bf16 quality verdict."""
+        self._cache_dir = cache_dir or default_cache_dir()
+        """Where ``dtype=auto`` looks for the model's bf16 quality verdict and where the
+        compiled model is kept."""
         self._step_costs = step_costs
         """Fed every engine step's time and running sequences (``BatchThrottle``), where the
         engine exports metrics."""
@@ -137,7 +138,7 @@ class VllmEngine:
 
         # Before vLLM is imported (see compile_cache.py): a restart loads the compiled
         # model instead of compiling it again.
-        keep_compiled_model(self._cache_dir or default_cache_dir(), cuda=torch.cuda.is_available())
+        keep_compiled_model(self._cache_dir, cuda=torch.cuda.is_available())
         from starlette.datastructures import State
         from vllm import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -214,7 +215,7 @@ class VllmEngine:
         choice = choose_dtype(
             self._dtype,
             self.model_path,
-            self._cache_dir or default_cache_dir(),
+            self._cache_dir,
             cuda=torch.cuda.is_available(),
             cpu_bf16=cpu_has_avx512_bf16(),
         )
