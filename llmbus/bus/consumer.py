@@ -124,6 +124,10 @@ class GroupConsumer(_ConsumerBase):
             # at its next metadata refresh; 30 s instead of aiokafka's 5 minutes. Nothing is
             # lost meanwhile: a new topic is read from its beginning.
             metadata_max_age_ms=30_000,
+            # Kafka's default, kept short on purpose: a partition resumed while a fetch is
+            # in flight (a lane that was full) is only fetched once that fetch returns, and
+            # a fetch of idle partitions returns only after this wait.
+            fetch_max_wait_ms=500,
             # Sticky: a rebalance moves as few partitions as it can, lane by lane.
             # Round-robin stays listed so a group whose older members offer only it still
             # agrees on one during a rolling upgrade.
@@ -247,9 +251,11 @@ class PartitionReader(_ConsumerBase):
             group_id=None,
             enable_auto_commit=False,
             # How long the broker holds a fetch that finds nothing new: it answers as soon
-            # as a record lands, so this adds no latency, while a short wait would cost a
-            # fetch round trip every few ms on an idle partition (CPU the engine wants).
-            fetch_max_wait_ms=500,
+            # as a record lands, so this adds no latency, while each wait that runs out
+            # costs a fetch round trip in the broker and here (CPU the engine wants). Ten
+            # times Kafka's default: a reader is never paused (see GroupConsumer), and
+            # an idle stack's broker took half the CPU with it (2026-11-29).
+            fetch_max_wait_ms=5000,
         )
         try:
             await consumer.start()

@@ -74,8 +74,9 @@ class BatchCancellations:
         try:
             while True:
                 try:
-                    # 500 ms: a cancel reaches running requests within about this long.
-                    records = await reader.getmany(timeout_ms=500)
+                    # A cancel is returned as soon as it is fetched; the timeout only
+                    # bounds an empty wait (stop() cancels this task anyway).
+                    records = await reader.getmany(timeout_ms=5000)
                 except BrokerUnavailableError as exc:
                     log.warning("control topic fetch failed, retrying: %s", exc)
                     await asyncio.sleep(_RETRY_S)
