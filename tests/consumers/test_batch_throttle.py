@@ -1,7 +1,6 @@
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -11,8 +10,7 @@ from llmbus.consumers.batch_throttle import BatchThrottle, StepCostModel
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.lanes import LaneAdmission
 from llmbus.metrics import WorkerMetrics
-from llmbus.producers.batch_publisher import BatchPublisher
-from llmbus.schemas import ChatCompletionRequest, ChatMessage, ChatRequest, Priority
+from tests.batch_lane import publish_batch
 from tests.conftest import Bus
 from tests.consumers.test_lanes import B0, I0
 
@@ -137,31 +135,8 @@ async def test_the_batch_lane_gives_way_while_an_interactive_request_runs(
         BusProducer(s.kafka_bootstrap, client_id="t", max_request_bytes=1 << 20) as producer,
     ):
         await client.chat("Say hi.", max_tokens=8, temperature=0)  # steps with one sequence
-        publisher = BatchPublisher(
-            producer,
-            topic_prefix=s.topic_prefix,
-            replies_topic=s.replies_topic,
-            control_topic=s.control_topic,
-        )
-        reply_to = await publisher.reply_to("throttled")
-        await publisher.publish(
-            [
-                ChatRequest(
-                    request_id=f"throttled-{i}",
-                    created_at=datetime.now(UTC),
-                    reply_to=reply_to,
-                    priority=Priority.LOW,
-                    batch_id="throttled",
-                    body=ChatCompletionRequest(
-                        model=s.model,
-                        messages=[ChatMessage(role="user", content=f"Tell a story about {i}.")],
-                        max_tokens=48,
-                        temperature=0,
-                    ),
-                )
-                for i in range(batch_size)
-            ]
-        )
+        stories = [f"Tell a story about {i}." for i in range(batch_size)]
+        await publish_batch(producer, s, "throttled", stories, max_tokens=48, temperature=0)
         await eventually(lambda: step_costs.fitted() is not None, 120, "a fitted step cost")
         await eventually(lambda: limit() == full, 3 * hold_s, "every batch slot after the hold")
         expected = BatchThrottle(max_batch=full, slowdown=s.interactive_slowdown, hold_s=hold_s,

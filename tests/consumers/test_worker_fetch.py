@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from prometheus_client import CollectorRegistry
 
 from llmbus.bus import BusProducer
 from llmbus.consumers import worker as worker_module
 from llmbus.metrics import WorkerMetrics
-from llmbus.producers.batch_publisher import BatchPublisher
-from llmbus.schemas import ChatCompletionRequest, ChatMessage, ChatRequest, Priority
+from tests.batch_lane import publish_batch
 from tests.conftest import Bus
 from tests.consumers.test_batch_throttle import eventually
 from tests.fakes.echo_engine import EchoEngine
@@ -39,26 +36,7 @@ async def test_a_freed_batch_slot_is_refilled_without_waiting_out_the_fetch(
 
     s, count = bus.settings, 5
     async with BusProducer(s.kafka_bootstrap, client_id="t", max_request_bytes=1 << 20) as p:
-        publisher = BatchPublisher(
-            p, topic_prefix=s.topic_prefix, replies_topic=s.replies_topic,
-            control_topic=s.control_topic,
-        )  # fmt: skip
-        reply_to = await publisher.reply_to("one-slot")
-        await publisher.publish(
-            [
-                ChatRequest(
-                    request_id=f"one-slot-{i}",
-                    created_at=datetime.now(UTC),
-                    reply_to=reply_to,
-                    priority=Priority.LOW,
-                    batch_id="one-slot",
-                    body=ChatCompletionRequest(
-                        model=s.model, messages=[ChatMessage(role="user", content=f"Hi {i}.")]
-                    ),
-                )
-                for i in range(count)
-            ]
-        )
+        await publish_batch(p, s, "one-slot", [f"Hi {i}." for i in range(count)])
     # Generous for a loaded machine, and still far below the ten-minute fetch wait.
     await eventually(lambda: batch_answered() == count, 120, "every batch request answered")
     assert sorted(engine.seen) == [f"one-slot-{i}" for i in range(count)]

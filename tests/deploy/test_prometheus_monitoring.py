@@ -26,11 +26,11 @@ import pytest
 import yaml
 
 from llmbus.bus import BusProducer
-from llmbus.producers.batch_publisher import BatchPublisher
-from llmbus.schemas import ChatCompletionRequest, ChatMessage, ChatRequest, ChatResult, Priority
+from llmbus.schemas import ChatResult
 from llmbus.settings import default_cache_dir
 from llmbus.stack.processes import free_port
 from llmbus.stack.prometheus_server import PrometheusServer, find_prometheus, promtool_check_rules
+from tests.batch_lane import publish_batch
 from tests.conftest import Bus
 from tests.gateway.keys import create_key
 
@@ -146,32 +146,9 @@ async def drive_traffic(bus: Bus, gateway: str, key: str, limited_key: str, n: i
     async with BusProducer(s.kafka_bootstrap, client_id="prom", max_request_bytes=1 << 20) as prod:
         # Poison: dead-lettered and counted as a failure by code.
         await prod.send(s.requests_topic, b"\x00 not a request", [], key=b"poison")
-        publisher = BatchPublisher(
-            prod,
-            topic_prefix=s.topic_prefix,
-            replies_topic=s.replies_topic,
-            control_topic=s.control_topic,
-        )
         batch_id = f"prom-batch-{n}"
-        reply_to = await publisher.reply_to(batch_id)
-        await publisher.publish(
-            [
-                ChatRequest(
-                    request_id=f"{batch_id}-{i}",
-                    created_at=datetime.now(UTC),
-                    reply_to=reply_to,
-                    priority=Priority.LOW,
-                    batch_id=batch_id,
-                    body=ChatCompletionRequest(
-                        model=s.model,
-                        messages=[ChatMessage(role="user", content=f"Name {i + 2} colours.")],
-                        max_tokens=8,
-                        temperature=0,
-                    ),
-                )
-                for i in range(2)
-            ]
-        )
+        colours = [f"Name {i + 2} colours." for i in range(2)]
+        await publish_batch(prod, s, batch_id, colours, max_tokens=8, temperature=0)
     statuses: list[int] = []
     chat = {"model": s.model, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
     auth = {"Authorization": f"Bearer {key}"}

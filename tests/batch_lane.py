@@ -1,0 +1,42 @@
+"""Publishing chat requests on the batch lane, as ``llmbus batch submit`` does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from llmbus.bus import BusProducer
+from llmbus.producers.batch_publisher import BatchPublisher
+from llmbus.schemas import ChatCompletionRequest, ChatMessage, ChatRequest, Priority
+from llmbus.settings import Settings
+
+
+async def publish_batch(
+    producer: BusProducer, s: Settings, batch_id: str, prompts: list[str], **body: Any
+) -> None:
+    """One chat request per prompt (ids ``{batch_id}-{i}``), low priority, with ``body``'s
+    extra fields (``max_tokens``, ``temperature``...)."""
+    publisher = BatchPublisher(
+        producer,
+        topic_prefix=s.topic_prefix,
+        replies_topic=s.replies_topic,
+        control_topic=s.control_topic,
+    )
+    reply_to = await publisher.reply_to(batch_id)
+    await publisher.publish(
+        [
+            ChatRequest(
+                request_id=f"{batch_id}-{i}",
+                created_at=datetime.now(UTC),
+                reply_to=reply_to,
+                priority=Priority.LOW,
+                batch_id=batch_id,
+                body=ChatCompletionRequest(
+                    model=s.model,
+                    messages=[ChatMessage(role="user", content=prompt)],
+                    **body,
+                ),
+            )
+            for i, prompt in enumerate(prompts)
+        ]
+    )
