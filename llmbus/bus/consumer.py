@@ -253,8 +253,9 @@ class PartitionReader(_ConsumerBase):
             # How long the broker holds a fetch that finds nothing new: it answers as soon
             # as a record lands, so this adds no latency, while each wait that runs out
             # costs a fetch round trip in the broker and here (CPU the engine wants). Ten
-            # times Kafka's default: a reader is never paused (see GroupConsumer), and
-            # an idle stack's broker took half the CPU with it (2026-11-29).
+            # times Kafka's default: a reader is never paused (see GroupConsumer). An idle
+            # stack's broker took 1.46 CPU-s per 30 s with 500 ms, 1.20 with this
+            # (2026-11-29, one measurement each).
             fetch_max_wait_ms=5000,
         )
         try:

@@ -311,6 +311,8 @@ class Worker:
         finally:
             woken.cancel()
             if not fetch.done():
+                # Not cancel_and_wait(): its suppress would also swallow a cancel of
+                # this loop arriving meanwhile.
                 fetch.cancel()
                 await asyncio.wait({fetch})
         return [] if fetch.cancelled() else fetch.result()
