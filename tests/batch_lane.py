@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from llmbus.bus import BusProducer
 from llmbus.producers.batch_publisher import BatchPublisher
 from llmbus.schemas import ChatCompletionRequest, ChatMessage, ChatRequest, Priority
@@ -40,3 +42,9 @@ async def publish_batch(
             for i, prompt in enumerate(prompts)
         ]
     )
+
+
+def batch_answered(registry: CollectorRegistry) -> float:
+    """Batch-lane requests a worker with metrics in ``registry`` has answered so far."""
+    labels = {"lane": "batch", "outcome": "ok"}
+    return registry.get_sample_value("llmbus_lane_finals_total", labels) or 0.0

@@ -20,6 +20,12 @@ from llmbus.errors import BrokerUnavailableError, NotStartedError
 
 RebalanceHandler = Callable[[set[TopicPartition]], Awaitable[None]]
 
+GROUP_FETCH_WAIT_MS = 500
+"""How long the broker holds a group member's fetch that finds nothing new. Kafka's
+default, kept short on purpose: a partition whose buffered records ran out while a fetch
+of the others is in flight (a held lane, see consumers/lanes.py) is fetched again only
+once that fetch returns, which for idle partitions is after this wait."""
+
 
 def _to_record(msg: Any) -> Record:
     return Record(
@@ -68,9 +74,20 @@ class _ConsumerBase:
     ) -> None:
         await self.stop()
 
-    async def getmany(self, *, timeout_ms: int, max_records: int | None = None) -> list[Record]:
+    async def getmany(
+        self,
+        *,
+        timeout_ms: int,
+        max_records: int | None = None,
+        partitions: Iterable[TopicPartition] = (),
+    ) -> list[Record]:
+        """Records fetched so far (waiting up to ``timeout_ms`` for some), from
+        ``partitions`` only when given (the others' stay buffered), else from all."""
+        ktps = [KafkaTP(t, p) for t, p in partitions]
         try:
-            batches = await self._started().getmany(timeout_ms=timeout_ms, max_records=max_records)
+            batches = await self._started().getmany(
+                *ktps, timeout_ms=timeout_ms, max_records=max_records
+            )
         except KafkaError as exc:
             raise BrokerUnavailableError(f"fetch failed: {exc}") from exc
         return [_to_record(m) for msgs in batches.values() for m in msgs]
@@ -115,7 +132,8 @@ class GroupConsumer(_ConsumerBase):
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=self._max_fetch,
             # Work is processed asynchronously after getmany() returns, so the poll loop
-            # stays responsive; a generous poll interval still covers a paused consumer.
+            # stays responsive; a generous poll interval still covers a worker whose slots
+            # are all busy (it fetches only for a free slot).
             max_poll_interval_ms=300_000,
             # A dead worker's partitions move to a live one within ~10 s.
             session_timeout_ms=10_000,
@@ -124,10 +142,7 @@ class GroupConsumer(_ConsumerBase):
             # at its next metadata refresh; 30 s instead of aiokafka's 5 minutes. Nothing is
             # lost meanwhile: a new topic is read from its beginning.
             metadata_max_age_ms=30_000,
-            # Kafka's default, kept short on purpose: a partition resumed while a fetch is
-            # in flight (a lane that was full) is only fetched once that fetch returns, and
-            # a fetch of idle partitions returns only after this wait.
-            fetch_max_wait_ms=500,
+            fetch_max_wait_ms=GROUP_FETCH_WAIT_MS,
             # Sticky: a rebalance moves as few partitions as it can, lane by lane.
             # Round-robin stays listed so a group whose older members offer only it still
             # agrees on one during a rolling upgrade.
@@ -164,12 +179,6 @@ class GroupConsumer(_ConsumerBase):
 
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self._started().assignment()}
-
-    def pause(self, tps: Iterable[TopicPartition]) -> None:
-        self._started().pause(*(KafkaTP(t, p) for t, p in tps))
-
-    def resume(self, tps: Iterable[TopicPartition]) -> None:
-        self._started().resume(*(KafkaTP(t, p) for t, p in tps))
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Per assigned partition: records between our position and the partition's end
@@ -253,9 +262,10 @@ class PartitionReader(_ConsumerBase):
             # How long the broker holds a fetch that finds nothing new: it answers as soon
             # as a record lands, so this adds no latency, while each wait that runs out
             # costs a fetch round trip in the broker and here (CPU the engine wants). Ten
-            # times Kafka's default: a reader is never paused (see GroupConsumer). An idle
-            # stack's broker took 1.46 CPU-s per 30 s with 500 ms, 1.20 with this
-            # (2026-11-29, one measurement each).
+            # times Kafka's default: a reader's one partition is always fetched, so nothing
+            # waits for a fetch in flight (see GroupConsumer). An idle stack's broker took
+            # 1.46 CPU-s per 30 s with 500 ms, 1.20 with this (2026-11-29, one measurement
+            # each).
             fetch_max_wait_ms=5000,
         )
         try:

@@ -5,9 +5,11 @@ worker group. Batch requests may fill the engine only up to ``max_batch`` slots:
 (``reserved`` slots) stays free for interactive requests, which therefore join vLLM's
 running batch at its next step however long the batch backlog is. On top of that the
 engine schedules by priority, so when the KV cache runs short vLLM preempts batch work
-first. At its limit a lane is paused in Kafka rather than buffered in memory. While
-interactive requests run, ``BatchThrottle`` may lower the batch lane's limit further so
-that their tokens are not slowed by a full batch (see ``batch_throttle.py``).
+first. At its limit a lane is held: the next fetch does not take its records, which
+wait where the consumer buffered them (one fetch response per partition at most; aiokafka
+then fetches nothing from that broker for 100 ms, once per response, to let them be
+taken). While interactive requests run, ``BatchThrottle`` may lower the batch lane's limit
+further so that their tokens are not slowed by a full batch (see ``batch_throttle.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from llmbus.consumers.batch_throttle import BatchThrottle
 
 @dataclass(frozen=True)
 class FetchPlan:
-    paused: set[TopicPartition]
-    """Partitions not to fetch from now."""
+    held: set[TopicPartition]
+    """Partitions whose records the next fetch must not take."""
     max_records: int
     """How many records the next fetch may return; 0 means wait for a free slot."""
     batch_limit: int

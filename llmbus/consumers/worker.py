@@ -3,14 +3,15 @@
 Flow control: up to ``max_inflight`` requests are open in the engine at once (its batch
 size plus a little headroom, so a freed slot is refilled at the next engine step), of which
 batch-lane requests may take at most ``batch_slots``, fewer while interactive requests
-run (see ``lanes.py`` and ``batch_throttle.py``). At a limit the
-worker pauses partitions instead of buffering records in memory, and resumes as soon as a
-request finishes.
+run (see ``lanes.py`` and ``batch_throttle.py``). At a limit the worker takes no
+more records: a full lane's stay in the consumer's fetch buffer (``_fetch``), and the next
+fetch is planned as soon as a request finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -159,7 +160,7 @@ class Worker:
             ConversationQueue(
                 per_key=config.conversation_concurrency,
                 # Records waiting for their conversation hold memory, not engine slots:
-                # as many as the worker runs at once, then fetching pauses.
+                # as many as the worker runs at once, then it takes no more records.
                 max_waiting=max_inflight,
             )
         )
@@ -280,15 +281,21 @@ class Worker:
             assignment = self._consumer.assignment()
             plan = self._lanes.plan(assignment)
             self._note_batch_limit(plan.batch_limit)
-            # Applied every round: a rebalance resets Kafka's pause state of a partition.
-            self._consumer.pause(plan.paused)
-            self._consumer.resume(assignment - plan.paused)
+            taken = assignment - plan.held
             if plan.max_records == 0 or self._conversations.full:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
+            if plan.held and not taken:
+                # Only held partitions here (the other lane's went to other workers): no
+                # fetch, but the plan is made again within the fetch wait, as a fetch
+                # would be (a throttle's hold ends, the assignment changes).
+                self._capacity.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._capacity.wait(), _FETCH_WAIT_MS / 1000)
+                continue
             try:
-                records = await self._fetch(plan.max_records)
+                records = await self._fetch(plan.max_records, taken)
             except BrokerUnavailableError as exc:
                 log.warning("fetch failed, retrying: %s", exc)
                 await asyncio.sleep(1)
@@ -296,14 +303,20 @@ class Worker:
             for record in records:
                 self._spawn(record)
 
-    async def _fetch(self, max_records: int) -> list[Record]:
-        """Records for the free slots, or none once a slot frees or ``stop()`` is called
-        (both set ``_capacity``): the plan is then made again at once instead of after a
-        polling interval. A fetch cut short loses nothing: what aiokafka fetched stays in
-        its buffer for the next call."""
+    async def _fetch(self, max_records: int, taken: set[TopicPartition]) -> list[Record]:
+        """Records of the ``taken`` partitions for the free slots, or none once a slot
+        frees or ``stop()`` is called (both set ``_capacity``): the plan is then made again
+        at once instead of after a polling interval. A fetch cut short loses nothing: what
+        aiokafka fetched stays in its buffer for the next call, and so do a held lane's
+        records, which is why a full lane is held rather than paused: pausing a partition
+        drops what was fetched for it, and a partition resumed while a fetch is in flight
+        is fetched only once that fetch returns (up to ``fetch_max_wait_ms``), so a freed
+        slot would wait that long for its next request."""
         self._capacity.clear()
         fetch = asyncio.ensure_future(
-            self._consumer.getmany(timeout_ms=_FETCH_WAIT_MS, max_records=max_records)
+            self._consumer.getmany(
+                timeout_ms=_FETCH_WAIT_MS, max_records=max_records, partitions=taken
+            )
         )
         woken = asyncio.ensure_future(self._capacity.wait())
         try:

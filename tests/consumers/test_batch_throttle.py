@@ -10,7 +10,7 @@ from llmbus.consumers.batch_throttle import BatchThrottle, StepCostModel
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.lanes import LaneAdmission
 from llmbus.metrics import WorkerMetrics
-from tests.batch_lane import publish_batch
+from tests.batch_lane import batch_answered, publish_batch
 from tests.conftest import Bus
 from tests.consumers.test_lanes import B0, I0
 
@@ -94,11 +94,11 @@ def test_lanes_admit_batch_work_only_up_to_the_throttled_limit() -> None:
     for _ in range(cap):
         lanes.admit(B0)
     plan = lanes.plan({I0, B0})
-    assert plan.paused == {B0} and plan.max_records > 0  # interactive still admitted
+    assert plan.held == {B0} and plan.max_records > 0  # interactive still admitted
     lanes.release(I0)
     clock.now += 6
     assert lanes.batch_limit() == 56
-    assert lanes.plan({I0, B0}).paused == set()
+    assert lanes.plan({I0, B0}).held == set()
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -124,10 +124,6 @@ async def test_the_batch_lane_gives_way_while_an_interactive_request_runs(
 
     def limit() -> float | None:
         return registry.get_sample_value("llmbus_batch_slot_limit")
-
-    def batch_answered() -> float:
-        labels = {"lane": "batch", "outcome": "ok"}
-        return registry.get_sample_value("llmbus_lane_finals_total", labels) or 0.0
 
     s = bus.settings
     async with (
@@ -156,4 +152,6 @@ async def test_the_batch_lane_gives_way_while_an_interactive_request_runs(
         else:  # steps cost the same for any batch (a GPU): nothing to give way
             assert min(seen) == full
         await eventually(lambda: limit() == full, 3 * hold_s + 5, "the cap lifted after the hold")
-        await eventually(lambda: batch_answered() == batch_size, 300, "the whole batch answered")
+        await eventually(
+            lambda: batch_answered(registry) == batch_size, 300, "the whole batch answered"
+        )

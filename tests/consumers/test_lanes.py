@@ -15,16 +15,16 @@ def test_batch_lane_pauses_at_its_limit_while_interactive_stays_open() -> None:
     for _ in range(6):
         lanes.admit(B0)
     plan = lanes.plan(assignment)
-    assert plan.paused == {B0, B1}
+    assert plan.held == {B0, B1}
     assert plan.max_records == 4
     for _ in range(4):
         lanes.admit(I0)
     plan = lanes.plan(assignment)
-    assert plan.paused == assignment and plan.max_records == 0
+    assert plan.held == assignment and plan.max_records == 0
     lanes.release(I0)
     lanes.release(B0)
     plan = lanes.plan(assignment)
-    assert plan.paused == set() and plan.max_records == 1
+    assert plan.held == set() and plan.max_records == 1
 
 
 def test_batch_slots_must_leave_room() -> None:
