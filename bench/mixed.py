@@ -2,11 +2,19 @@
 
 One worker process on the default model, on a fresh local stack:
 
-1. ``-n`` interactive chats, one after another, on an idle engine (the idle p50);
+1. ``-n`` interactive chats, one after another, on an idle engine;
 2. ``--backlog`` batch requests queued on the batch lane; once the engine is full of them,
    batch-only throughput over ``--window`` seconds (no interactive traffic, so the
    ``BatchThrottle`` is idle);
-3. the same ``-n`` interactive chats with the backlog still queued (the backlog p50).
+3. the same ``-n`` interactive chats with the backlog still queued (the backlog p50);
+4. the batch cancelled, and the same ``-n`` chats on the idle engine again. The idle p50
+   is that of phases 1 and 4 together: on a shared 2-core machine an idle phase alone
+   moved by a quarter from run to run, and one on each side of the backlog halves the
+   drift between them.
+
+The batch requests ask for 48 to 80 tokens (64 on average), so that they do not finish
+in waves: with one length for all, requests admitted together finish together, and a
+window's token count moved by whole waves (56 x 64 tokens at a time).
 
 Then, unless ``--no-baseline``, the same backlog on a second fresh worker with the
 throttle off (``LLMBUS_INTERACTIVE_SLOWDOWN=1``: the behaviour before it existed), for
@@ -37,7 +45,11 @@ from llmbus.stack.local_stack import LocalStack
 QUESTION = "Give one tip for writing clear emails."
 FILL_S = 8.0
 """After queueing the backlog: the worker fills the engine, and any interactive request of
-phase 1 is past the throttle's hold (5 s by default), before anything is measured."""
+phase 1 is past the throttle's hold (5 s by default), before anything is measured. After
+cancelling it, the same wait lets the worker abort and skip the rest."""
+
+BATCH_TOKENS = (48, 80)
+"""Range of the batch requests' ``max_tokens`` (mean 64, the throughput bench's length)."""
 
 
 async def interactive(client: LlmbusClient, n: int, max_tokens: int) -> list[float]:
@@ -93,7 +105,7 @@ async def run_phases(
                     body=ChatCompletionRequest(
                         model=settings.model,
                         messages=[ChatMessage(role="user", content=f"Write a story about {i}.")],
-                        max_tokens=64,
+                        max_tokens=BATCH_TOKENS[0] + i % (BATCH_TOKENS[1] - BATCH_TOKENS[0] + 1),
                         temperature=0.0,
                     ),
                 )
@@ -110,6 +122,9 @@ async def run_phases(
             figures["batch_tok_s"] = await batch_tokens_per_s(reader, args.window)
         figures["backlog"] = await interactive(client, args.n, args.max_tokens)
         await publisher.cancel(batch_id)
+        if measure_idle:
+            await asyncio.sleep(FILL_S)
+            figures["idle_after"] = await interactive(client, args.n, args.max_tokens)
     return figures
 
 
@@ -144,11 +159,14 @@ def main() -> None:
     if not args.no_baseline:
         print("[bench] mixed: baseline worker, throttle off", flush=True)
         base = one_worker(args, {"LLMBUS_INTERACTIVE_SLOWDOWN": "1"}, measure_idle=False)
-    idle, busy = statistics.median(ours["idle"]), statistics.median(ours["backlog"])
+    idle_chats = ours["idle"] + ours["idle_after"]
+    idle, busy = statistics.median(idle_chats), statistics.median(ours["backlog"])
     report: dict[str, Any] = {**vars(args), "default": ours, "throttle_off": base}
     print(
         f"interactive, idle engine       : p50 {idle:.2f} s, p95 "
-        f"{percentile(ours['idle'], 0.95):.2f} s ({args.n} chats, max_tokens={args.max_tokens})"
+        f"{percentile(idle_chats, 0.95):.2f} s ({2 * args.n} chats, max_tokens="
+        f"{args.max_tokens}; p50 {statistics.median(ours['idle']):.2f} s before the backlog, "
+        f"{statistics.median(ours['idle_after']):.2f} s after)"
     )
     print(
         f"interactive, {args.backlog} batch queued: p50 {busy:.2f} s, p95 "
