@@ -53,7 +53,8 @@ engine step); bounded so a stuck send cannot hold up the group's rebalance forev
 _FETCH_WAIT_MS = 1000
 """Longest a fetch waits for records before the plan is made again. Freed slots and
 ``stop()`` wake the loop sooner; this bounds how late it sees what changes only with time
-(the batch throttle's hold running out, 5 s by default). It was a 100 ms poll: ten wake-ups
+(the batch throttle's hold running out, 5 s by default) or with a rebalance (a fetch takes
+only the partitions assigned when it was planned). It was a 100 ms poll: ten wake-ups
 a second of an idle worker, a third of its idle CPU (2026-11-29)."""
 
 _EMBEDDING_QUEUE_DEPTH = 8
