@@ -8,7 +8,7 @@ B0 = TopicPartition("p.batch.m", 0)
 B1 = TopicPartition("p.batch.m", 1)
 
 
-def test_batch_lane_pauses_at_its_limit_while_interactive_stays_open() -> None:
+def test_batch_lane_is_held_at_its_limit_while_interactive_stays_open() -> None:
     lanes = LaneAdmission(max_inflight=10, max_batch=6, batch_topic="p.batch.m")
     assignment = {I0, B0, B1}
     assert lanes.plan(assignment).max_records == 6
