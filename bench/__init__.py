@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,22 @@ def save_report(name: str, report: dict[str, Any]) -> None:
     """Write ``report`` to ``bench/results/<name>.json``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+
+
+def metric_sums(port: int) -> dict[str, float] | None:
+    """Each metric's value summed over its series, as a process's metrics endpoint on
+    127.0.0.1:``port`` serves them now; None while it does not answer (still starting)."""
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    except OSError:
+        return None
+    sums: dict[str, float] = {}
+    for line in page.decode().splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name = series.split("{", 1)[0]
+            sums[name] = sums.get(name, 0.0) + float(value)
+    return sums
 
 
 def cpu_seconds(pids: list[int]) -> float:

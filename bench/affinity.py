@@ -22,12 +22,10 @@ import argparse
 import asyncio
 import os
 import random
-import re
 import shutil
-import urllib.request
 from typing import Any
 
-from bench import save_report
+from bench import metric_sums, save_report
 from bench.throughput import bench_settings, percentile, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.schemas import ChatResult
@@ -105,16 +103,9 @@ def prefix_cache(ports: list[int]) -> tuple[float, float]:
     """(hits, queries) summed over the workers' vLLM counters, in tokens."""
     hits = queries = 0.0
     for port in ports:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-        for name, value in re.findall(
-            r"^vllm:prefix_cache_(hits|queries)_total\{[^}]*\} ([0-9.e+]+)$",
-            text.decode(),
-            re.MULTILINE,
-        ):
-            if name == "hits":
-                hits += float(value)
-            else:
-                queries += float(value)
+        sums = metric_sums(port) or {}
+        hits += sums.get("vllm:prefix_cache_hits_total", 0.0)
+        queries += sums.get("vllm:prefix_cache_queries_total", 0.0)
     return hits, queries
 
 

@@ -21,12 +21,11 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import save_report
+from bench import metric_sums, save_report
 from bench.throughput import bench_settings
 from llmbus.bus import BusProducer, ensure_topics
 from llmbus.schemas import ChatRequest, ChatResult, Timings, encode
@@ -112,17 +111,8 @@ async def publish(settings: Settings, pairs: list[tuple[ChatRequest, ChatResult]
 def rows_stored(port: int) -> int:
     """The auditor's own count of rows it inserted (its metrics): polling PostgreSQL with
     count(*) would scan the growing tables and take the database's CPU from the auditor."""
-    try:
-        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-    except OSError:
-        return 0  # not serving yet
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in page.decode().splitlines()
-            if line.startswith("llmbus_audit_rows_total{")
-        )
-    )
+    sums = metric_sums(port) or {}  # None: not serving yet
+    return int(sums.get("llmbus_audit_rows_total", 0.0))
 
 
 def run_auditor(settings: Settings, stack: LocalStack, want: int, log: Path) -> float:

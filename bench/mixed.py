@@ -3,22 +3,29 @@
 One worker process on the default model, on a fresh local stack:
 
 1. ``-n`` interactive chats, one after another, on an idle engine;
-2. ``--backlog`` batch requests queued on the batch lane; once the engine is full of them,
-   batch-only throughput over ``--window`` seconds (no interactive traffic, so the
-   ``BatchThrottle`` is idle);
-3. the same ``-n`` interactive chats with the backlog still queued (the backlog p50);
-4. the batch cancelled, and the same ``-n`` chats on the idle engine again. The idle p50
-   is that of phases 1 and 4 together: on a shared 2-core machine an idle phase alone
+2. ``--backlog`` batch requests queued on the batch lane, and once the engine is full of
+   them, the same ``-n`` chats (the backlog p50);
+3. the batch cancelled, and the same ``-n`` chats on the idle engine again. The idle p50
+   is that of phases 1 and 3 together: on a shared 2-core machine an idle phase alone
    moved by a quarter from run to run, and one on each side of the backlog halves the
    drift between them.
 
 The batch requests ask for 48 to 80 tokens (64 on average), so that they do not finish
-in waves: with one length for all, requests admitted together finish together, and a
-window's token count moved by whole waves (56 x 64 tokens at a time).
+in waves (requests admitted together would finish together).
 
-Then, unless ``--no-baseline``, the same backlog on a second fresh worker with the
-throttle off (``LLMBUS_INTERACTIVE_SLOWDOWN=1``: the behaviour before it existed), for
-the batch-only throughput it is compared with, and that worker's interactive p50.
+Then, unless ``--no-baseline``:
+
+* the same backlog chats on a second fresh worker with the throttle off
+  (``LLMBUS_INTERACTIVE_SLOWDOWN=1``: the behaviour before it existed);
+* batch-only throughput, the goal's other half: on one more stack with the backlog
+  queued, ``--rounds`` alternating rounds of a default worker and a throttle-off one
+  (ABBA order, so a machine drifting steadily favours neither), each started fresh and
+  given ``--window`` seconds once its batch lane is full. What is counted is the
+  engine's generated tokens (vLLM's own counter, from the worker's metrics endpoint),
+  not finished answers: an answer lands only after 48-80 steps, so a window of finals
+  moved with the ramp-up and the timing of completions. With no interactive request in
+  flight the throttle is idle, so both sides should read the same; one window of one
+  worker each moved by 20 % between runs of the same code, hence the rounds.
 """
 
 from __future__ import annotations
@@ -32,15 +39,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import save_report
+from bench import child_pids, metric_sums, save_report
 from bench.throughput import bench_settings, percentile, start_worker
-from llmbus.bus import BusProducer, PartitionReader
+from llmbus.bus import BusProducer, ensure_topics
 from llmbus.producers import LlmbusClient
 from llmbus.producers.batch_publisher import BatchPublisher
-from llmbus.schemas import ChatCompletionRequest, ChatMessage, ChatRequest, ChatResult, Priority
-from llmbus.schemas.wire import decode
+from llmbus.schemas import ChatCompletionRequest, ChatMessage, ChatRequest, Priority
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
+from llmbus.stack.processes import free_port, wait_gone
 
 QUESTION = "Give one tip for writing clear emails."
 FILL_S = 8.0
@@ -50,6 +57,19 @@ cancelling it, the same wait lets the worker abort and skip the rest."""
 
 BATCH_TOKENS = (48, 80)
 """Range of the batch requests' ``max_tokens`` (mean 64, the throughput bench's length)."""
+
+SETTLE_S = 5.0
+"""From a full batch lane to the window: the lane's 56 prompts are prefilled in the first
+steps, a cost that a worker running for hours pays only as requests come and go."""
+
+FILL_TIMEOUT_S = 600.0
+"""A worker's start (engine load, compile cache) and its batch lane filling: two minutes
+on this machine; a worker not there by then is broken, not slow."""
+
+SIDES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("default", {}),
+    ("throttle_off", {"LLMBUS_INTERACTIVE_SLOWDOWN": "1"}),
+)
 
 
 async def interactive(client: LlmbusClient, n: int, max_tokens: int) -> list[float]:
@@ -61,15 +81,41 @@ async def interactive(client: LlmbusClient, n: int, max_tokens: int) -> list[flo
     return latencies
 
 
-async def batch_tokens_per_s(reader: PartitionReader, window_s: float) -> float:
-    """Completion tokens of batch finals landing on the batch's reply partition."""
-    tokens, end = 0, time.monotonic() + window_s
-    while (left := end - time.monotonic()) > 0:
-        for record in await reader.getmany(timeout_ms=int(min(left, 1.0) * 1000)):
-            message = decode(record.value, record.headers)
-            if isinstance(message, ChatResult):
-                tokens += message.completion.usage.completion_tokens
-    return tokens / window_s
+async def queue_backlog(
+    settings: Settings, producer: BusProducer, n: int, batch_id: str
+) -> BatchPublisher:
+    """``n`` batch requests of ``batch_id`` on the batch lane; the publisher can cancel it."""
+    publisher = BatchPublisher(
+        producer,
+        topic_prefix=settings.topic_prefix,
+        replies_topic=settings.replies_topic,
+        control_topic=settings.control_topic,
+    )
+    reply_to = await publisher.reply_to(batch_id)
+    now = datetime.now(UTC)
+    await publisher.publish(
+        [
+            ChatRequest(
+                request_id=f"{batch_id}-{i}",
+                created_at=now,
+                reply_to=reply_to,
+                priority=Priority.LOW,
+                batch_id=batch_id,
+                body=ChatCompletionRequest(
+                    model=settings.model,
+                    messages=[ChatMessage(role="user", content=f"Write a story about {i}.")],
+                    max_tokens=BATCH_TOKENS[0] + i % (BATCH_TOKENS[1] - BATCH_TOKENS[0] + 1),
+                    temperature=0.0,
+                ),
+            )
+            for i in range(n)
+        ]
+    )
+    return publisher
+
+
+def bench_producer(settings: Settings) -> BusProducer:
+    return BusProducer(settings.kafka_bootstrap, client_id="bench", max_request_bytes=1_000_000)
 
 
 async def run_phases(
@@ -78,70 +124,108 @@ async def run_phases(
     figures: dict[str, Any] = {}
     async with (
         LlmbusClient.from_settings(settings, timeout_s=900) as client,
-        BusProducer(
-            settings.kafka_bootstrap, client_id="bench", max_request_bytes=1_000_000
-        ) as producer,
+        bench_producer(settings) as producer,
     ):
         await client.chat("warm up", max_tokens=4, temperature=0.0)  # waits for the worker
         if measure_idle:
             figures["idle"] = await interactive(client, args.n, args.max_tokens)
-        publisher = BatchPublisher(
-            producer,
-            topic_prefix=settings.topic_prefix,
-            replies_topic=settings.replies_topic,
-            control_topic=settings.control_topic,
-        )
-        batch_id = "bench-backlog"
-        reply_to = await publisher.reply_to(batch_id)
-        now = datetime.now(UTC)
-        await publisher.publish(
-            [
-                ChatRequest(
-                    request_id=f"{batch_id}-{i}",
-                    created_at=now,
-                    reply_to=reply_to,
-                    priority=Priority.LOW,
-                    batch_id=batch_id,
-                    body=ChatCompletionRequest(
-                        model=settings.model,
-                        messages=[ChatMessage(role="user", content=f"Write a story about {i}.")],
-                        max_tokens=BATCH_TOKENS[0] + i % (BATCH_TOKENS[1] - BATCH_TOKENS[0] + 1),
-                        temperature=0.0,
-                    ),
-                )
-                for i in range(args.backlog)
-            ]
-        )
+        publisher = await queue_backlog(settings, producer, args.backlog, "bench-backlog")
         await asyncio.sleep(FILL_S)
-        async with PartitionReader(
-            settings.kafka_bootstrap,
-            topic=reply_to.topic,
-            partition=reply_to.partition,
-            client_id="bench-batch-reader",
-        ) as reader:
-            figures["batch_tok_s"] = await batch_tokens_per_s(reader, args.window)
         figures["backlog"] = await interactive(client, args.n, args.max_tokens)
-        await publisher.cancel(batch_id)
+        await publisher.cancel("bench-backlog")
         if measure_idle:
             await asyncio.sleep(FILL_S)
             figures["idle_after"] = await interactive(client, args.n, args.max_tokens)
     return figures
 
 
+class FreshStack:
+    """A throwaway local stack (fresh ports and state), purged on exit."""
+
+    def __init__(self) -> None:
+        self.settings = bench_settings()
+        self._stack = LocalStack(self.settings, fast_unsafe=True)
+
+    def __enter__(self) -> Settings:
+        asyncio.run(self._stack.up())
+        return self.settings
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.down(purge=True)
+        shutil.rmtree(self.settings.state_dir, ignore_errors=True)
+
+
 def one_worker(args: argparse.Namespace, env: dict[str, str], *, measure_idle: bool) -> Any:
-    settings = bench_settings()
-    stack = LocalStack(settings, fast_unsafe=True)
-    asyncio.run(stack.up())
-    try:
+    with FreshStack() as settings:
         worker = start_worker(settings, settings.state_dir / "worker.log", env)
         try:
             return asyncio.run(run_phases(settings, args, measure_idle=measure_idle))
         finally:
             worker.terminate()
             worker.wait(timeout=60)
+
+
+def lane_full(sums: dict[str, float] | None) -> bool:
+    if not sums:
+        return False
+    limit = sums.get("llmbus_batch_slot_limit", 0.0)
+    return limit > 0 and sums.get("llmbus_requests_inflight", 0.0) >= limit
+
+
+def generated_tokens_per_s(port: int, window_s: float) -> float:
+    """The engine's generated tokens per second over ``window_s``, once the worker serving
+    metrics on ``port`` has filled its batch lane."""
+    deadline = time.monotonic() + FILL_TIMEOUT_S
+    while not lane_full(metric_sums(port)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not fill its batch lane in {FILL_TIMEOUT_S} s")
+        time.sleep(1.0)
+    time.sleep(SETTLE_S)
+    before, t0 = metric_sums(port), time.monotonic()
+    time.sleep(window_s)
+    after, t1 = metric_sums(port), time.monotonic()
+    if before is None or after is None:
+        raise RuntimeError("the worker stopped serving metrics during the window")
+    generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
+    return generated / (t1 - t0)
+
+
+def batch_only_rate(settings: Settings, name: str, env: dict[str, str], window_s: float) -> float:
+    port = free_port()
+    worker = start_worker(
+        settings,
+        settings.state_dir / f"worker-{name}.log",
+        # No grace on stop: the next round's worker takes over the unanswered requests.
+        {**env, "LLMBUS_METRICS_PORT": str(port), "LLMBUS_SHUTDOWN_GRACE_S": "0"},
+    )
+    try:
+        return generated_tokens_per_s(port, window_s)
     finally:
-        stack.down(purge=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
+        engines = child_pids(worker.pid)
+        worker.terminate()
+        worker.wait(timeout=60)
+        for pid in engines:  # the next worker's engine must not share the cores with it
+            wait_gone(pid, timeout_s=60)
+
+
+def batch_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Batch-only generated tokens/s of each side, in alternating rounds on one stack."""
+    rates: dict[str, list[float]] = {name: [] for name, _ in SIDES}
+    with FreshStack() as settings:
+
+        async def queue() -> None:
+            # Before any worker runs (a worker creates them where they are missing).
+            await ensure_topics(settings.kafka, settings.topics())
+            async with bench_producer(settings) as producer:
+                await queue_backlog(settings, producer, args.backlog, "bench-batch-only")
+
+        asyncio.run(queue())
+        for round_ in range(args.rounds):
+            for name, env in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+                rate = batch_only_rate(settings, name, env, args.window)
+                rates[name].append(rate)
+                print(f"[bench] mixed: batch-only round {round_ + 1} {name}: {rate:.1f} tok/s")
+    return rates
 
 
 def main() -> None:
@@ -149,19 +233,27 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="interactive chats per phase")
     parser.add_argument("--backlog", type=int, default=2000)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--window", type=float, default=60.0, help="batch-only seconds")
+    parser.add_argument("--rounds", type=int, default=3, help="batch-only rounds (a pair each)")
+    parser.add_argument("--window", type=float, default=30.0, help="batch-only seconds")
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     print("[bench] mixed: default settings", flush=True)
     ours = one_worker(args, {}, measure_idle=True)
-    base = None
+    base = rates = None
     if not args.no_baseline:
         print("[bench] mixed: baseline worker, throttle off", flush=True)
-        base = one_worker(args, {"LLMBUS_INTERACTIVE_SLOWDOWN": "1"}, measure_idle=False)
+        base = one_worker(args, dict(SIDES[1][1]), measure_idle=False)
+        print("[bench] mixed: batch-only throughput, alternating rounds", flush=True)
+        rates = batch_rounds(args)
     idle_chats = ours["idle"] + ours["idle_after"]
     idle, busy = statistics.median(idle_chats), statistics.median(ours["backlog"])
-    report: dict[str, Any] = {**vars(args), "default": ours, "throttle_off": base}
+    report: dict[str, Any] = {
+        **vars(args),
+        "default": ours,
+        "throttle_off": base,
+        "batch_only_tok_s": rates,
+    }
     print(
         f"interactive, idle engine       : p50 {idle:.2f} s, p95 "
         f"{percentile(idle_chats, 0.95):.2f} s ({2 * args.n} chats, max_tokens="
@@ -172,16 +264,18 @@ def main() -> None:
         f"interactive, {args.backlog} batch queued: p50 {busy:.2f} s, p95 "
         f"{percentile(ours['backlog'], 0.95):.2f} s"
     )
-    if base is not None:
-        batch_ratio = ours["batch_tok_s"] / base["batch_tok_s"]
-        report["batch_only_ratio"] = batch_ratio
+    if base is not None and rates is not None:
         print(
             f"throttle off (before)          : interactive p50 "
             f"{statistics.median(base['backlog']):.2f} s with the backlog"
         )
+        pairs = [d / o for d, o in zip(rates["default"], rates["throttle_off"], strict=True)]
+        report["batch_only_ratio"] = statistics.median(pairs)
         print(
-            f"batch-only throughput          : {ours['batch_tok_s']:.1f} tok/s, throttle off "
-            f"{base['batch_tok_s']:.1f} tok/s, ratio {batch_ratio:.3f}"
+            f"batch-only throughput          : default "
+            f"{' / '.join(f'{r:.1f}' for r in rates['default'])} tok/s, throttle off "
+            f"{' / '.join(f'{r:.1f}' for r in rates['throttle_off'])} tok/s; ratio median "
+            f"{report['batch_only_ratio']:.3f} ({' / '.join(f'{p:.3f}' for p in pairs)})"
         )
     save_report("mixed", report)
     ratio = busy / idle
