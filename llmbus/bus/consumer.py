@@ -22,9 +22,20 @@ RebalanceHandler = Callable[[set[TopicPartition]], Awaitable[None]]
 
 GROUP_FETCH_WAIT_MS = 500
 """How long the broker holds a group member's fetch that finds nothing new. Kafka's
-default, kept short on purpose: a partition whose buffered records ran out while a fetch
-of the others is in flight (a held lane, see consumers/lanes.py) is fetched again only
-once that fetch returns, which for idle partitions is after this wait."""
+default, kept short on purpose: a partition whose buffered records are all taken while a
+fetch of the others is in flight (what a held lane's buffer comes to, see
+consumers/lanes.py) is fetched again only once that fetch returns, which for idle
+partitions is after this wait."""
+
+BUSY_LIMIT_MS = 3_600_000
+"""aiokafka's ``max_poll_interval_ms``: a member that has not fetched for this long leaves
+its group. A worker fetches only for free slots, and on a CPU engine every slot may stay
+busy for many minutes (64 sequences shared about 150 tok/s on 2 cores: a 2,048-token answer
+took a quarter of an hour). aiokafka's 5 minutes would make a worker that is merely full
+leave the group, and the group hand its running requests to another worker to compute
+again. Liveness is the heartbeat's job (``session_timeout_ms``): it runs on the worker's
+event loop, so a stuck loop still loses its partitions within seconds, and a fetch loop
+that fails stops the worker."""
 
 
 def _to_record(msg: Any) -> Record:
@@ -131,10 +142,7 @@ class GroupConsumer(_ConsumerBase):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=self._max_fetch,
-            # Work is processed asynchronously after getmany() returns, so the poll loop
-            # stays responsive; a generous poll interval still covers a worker whose slots
-            # are all busy (it fetches only for a free slot).
-            max_poll_interval_ms=300_000,
+            max_poll_interval_ms=BUSY_LIMIT_MS,
             # A dead worker's partitions move to a live one within ~10 s.
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,

@@ -1,6 +1,4 @@
 import asyncio
-import time
-from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -13,6 +11,7 @@ from llmbus.metrics import WorkerMetrics
 from tests.batch_lane import batch_answered, publish_batch
 from tests.conftest import Bus
 from tests.consumers.test_lanes import B0, I0
+from tests.polling import eventually
 
 # This machine's measured shape: 53 ms a step alone, 230 ms beside 56 batch sequences.
 BASE_S, PER_SEQ_S = 0.050, 0.0032
@@ -99,14 +98,6 @@ def test_lanes_admit_batch_work_only_up_to_the_throttled_limit() -> None:
     clock.now += 6
     assert lanes.batch_limit() == 56
     assert lanes.plan({I0, B0}).held == set()
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    give_up = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.integration

@@ -11,8 +11,8 @@ from llmbus.consumers import worker as worker_module
 from llmbus.metrics import WorkerMetrics
 from tests.batch_lane import batch_answered, publish_batch
 from tests.conftest import Bus
-from tests.consumers.test_batch_throttle import eventually
 from tests.fakes.echo_engine import EchoEngine
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
