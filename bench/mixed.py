@@ -228,6 +228,15 @@ def batch_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
     return rates
 
 
+def round_ratios(rates: dict[str, list[float]]) -> list[float]:
+    """Each round's default / throttle-off generated tokens per second."""
+    return [d / o for d, o in zip(rates["default"], rates["throttle_off"], strict=True)]
+
+
+def fmt(values: list[float], digits: int) -> str:
+    return " / ".join(f"{v:.{digits}f}" for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=20, help="interactive chats per phase")
@@ -236,8 +245,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="batch-only rounds (a pair each)")
     parser.add_argument("--window", type=float, default=30.0, help="batch-only seconds")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--batch-only", action="store_true", help="only the alternating batch-only rounds"
+    )
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    if args.batch_only:
+        only = batch_rounds(args)
+        pairs = round_ratios(only)
+        save_report("mixed-batch-only", {**vars(args), "batch_only_tok_s": only})
+        print(f"batch-only: ratio median {statistics.median(pairs):.3f} ({fmt(pairs, 3)})")
+        return
     print("[bench] mixed: default settings", flush=True)
     ours = one_worker(args, {}, measure_idle=True)
     base = rates = None
@@ -269,13 +287,12 @@ def main() -> None:
             f"throttle off (before)          : interactive p50 "
             f"{statistics.median(base['backlog']):.2f} s with the backlog"
         )
-        pairs = [d / o for d, o in zip(rates["default"], rates["throttle_off"], strict=True)]
+        pairs = round_ratios(rates)
         report["batch_only_ratio"] = statistics.median(pairs)
         print(
-            f"batch-only throughput          : default "
-            f"{' / '.join(f'{r:.1f}' for r in rates['default'])} tok/s, throttle off "
-            f"{' / '.join(f'{r:.1f}' for r in rates['throttle_off'])} tok/s; ratio median "
-            f"{report['batch_only_ratio']:.3f} ({' / '.join(f'{p:.3f}' for p in pairs)})"
+            f"batch-only throughput          : default {fmt(rates['default'], 1)} tok/s, "
+            f"throttle off {fmt(rates['throttle_off'], 1)} tok/s; ratio median "
+            f"{report['batch_only_ratio']:.3f} ({fmt(pairs, 3)})"
         )
     save_report("mixed", report)
     ratio = busy / idle
