@@ -85,12 +85,7 @@ async def queue_backlog(
     settings: Settings, producer: BusProducer, n: int, batch_id: str
 ) -> BatchPublisher:
     """``n`` batch requests of ``batch_id`` on the batch lane; the publisher can cancel it."""
-    publisher = BatchPublisher(
-        producer,
-        topic_prefix=settings.topic_prefix,
-        replies_topic=settings.replies_topic,
-        control_topic=settings.control_topic,
-    )
+    publisher = BatchPublisher.from_settings(producer, settings)
     reply_to = await publisher.reply_to(batch_id)
     now = datetime.now(UTC)
     await publisher.publish(

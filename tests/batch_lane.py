@@ -18,12 +18,7 @@ async def publish_batch(
 ) -> None:
     """One chat request per prompt (ids ``{batch_id}-{i}``), low priority, with ``body``'s
     extra fields (``max_tokens``, ``temperature``...)."""
-    publisher = BatchPublisher(
-        producer,
-        topic_prefix=s.topic_prefix,
-        replies_topic=s.replies_topic,
-        control_topic=s.control_topic,
-    )
+    publisher = BatchPublisher.from_settings(producer, s)
     reply_to = await publisher.reply_to(batch_id)
     await publisher.publish(
         [

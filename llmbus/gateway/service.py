@@ -71,12 +71,7 @@ class GatewayService:
         )
         await producer.start()
         batch_store = BatchStore(self.db)
-        publisher = BatchPublisher(
-            producer,
-            topic_prefix=s.topic_prefix,
-            replies_topic=s.replies_topic,
-            control_topic=s.control_topic,
-        )
+        publisher = BatchPublisher.from_settings(producer, s)
         jwt_config = None
         if s.jwt_issuer and s.jwt_audience and (s.jwt_jwks_file or s.jwt_jwks_url):
             jwt_config = JwtConfig(

@@ -60,12 +60,7 @@ async def open_jobs(
             # Unstarted otherwise: a publish by mistake fails with NotStartedError.
             await stack.enter_async_context(producer)
         store = BatchStore(db)
-        publisher = BatchPublisher(
-            producer,
-            topic_prefix=settings.topic_prefix,
-            replies_topic=settings.replies_topic,
-            control_topic=settings.control_topic,
-        )
+        publisher = BatchPublisher.from_settings(producer, settings)
         query = ConversationQuery(db)
         batches = BatchJobs(store, publisher)
         yield Jobs(batches, store, ReplayRuns(query, batches), query, db)

@@ -15,7 +15,7 @@ from llmbus.schemas import (
     encode,
 )
 from llmbus.schemas.wire import CONTENT_TYPE, H_CONTENT_TYPE, H_KIND
-from llmbus.settings import batch_topic
+from llmbus.settings import Settings, batch_topic
 from llmbus.tracing import TRACEPARENT, outgoing_traceparent
 
 _WINDOW = 2_000
@@ -31,6 +31,16 @@ class BatchPublisher:
         self._prefix = topic_prefix
         self._replies_topic = replies_topic
         self._control_topic = control_topic
+
+    @classmethod
+    def from_settings(cls, producer: BusProducer, settings: Settings) -> BatchPublisher:
+        """The publisher for ``settings``' topics."""
+        return cls(
+            producer,
+            topic_prefix=settings.topic_prefix,
+            replies_topic=settings.replies_topic,
+            control_topic=settings.control_topic,
+        )
 
     async def reply_to(self, batch_id: str) -> ReplyTo:
         """Finals of a batch go to one replies partition; only the auditor reads them."""

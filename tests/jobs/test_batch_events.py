@@ -269,13 +269,7 @@ async def test_failed_and_expired_batches_announce_their_end(bus: Bus) -> None:
         )  # fmt: skip
         # Publishing through a producer that was never started fails like a lost broker.
         unstarted = BusProducer(s.kafka, client_id="x", max_request_bytes=s.max_request_bytes)
-        jobs = BatchJobs(
-            batches,
-            BatchPublisher(
-                unstarted, topic_prefix=s.topic_prefix, replies_topic=s.replies_topic,
-                control_topic=s.control_topic,
-            ),
-        )  # fmt: skip
+        jobs = BatchJobs(batches, BatchPublisher.from_settings(unstarted, s))
         failed = f"batch_failed_{s.topic_prefix}"
         request = ChatRequest(
             request_id=f"{failed}-1",
