@@ -19,7 +19,8 @@ Then, unless ``--no-baseline``:
   (``LLMBUS_INTERACTIVE_SLOWDOWN=1``: the behaviour before it existed);
 * batch-only throughput, the goal's other half: on one more stack with the backlog
   queued, ``--rounds`` alternating rounds of a default worker and a throttle-off one
-  (ABBA order, so a machine drifting steadily favours neither), each started fresh and
+  (ABBA order, and an even number of rounds: a machine drifting steadily, or a second
+  worker of a pair reading faster, then favours neither side), each started fresh and
   given ``--window`` seconds once its batch lane is full. What is counted is the
   engine's generated tokens (vLLM's own counter, from the worker's metrics endpoint),
   not finished answers: an answer lands only after 48-80 steps, so a window of finals
@@ -237,7 +238,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="interactive chats per phase")
     parser.add_argument("--backlog", type=int, default=2000)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="batch-only rounds (a pair each)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="batch-only rounds, a pair each (even: ABBA)"
+    )
     parser.add_argument("--window", type=float, default=30.0, help="batch-only seconds")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(

@@ -30,8 +30,8 @@ partitions is after this wait."""
 BUSY_LIMIT_MS = 3_600_000
 """aiokafka's ``max_poll_interval_ms``: a member that has not fetched for this long leaves
 its group. A worker fetches only for free slots, and on a CPU engine every slot may stay
-busy for many minutes (64 sequences shared about 150 tok/s on 2 cores: a 2,048-token answer
-took a quarter of an hour). aiokafka's 5 minutes would make a worker that is merely full
+busy for many minutes (64 sequences share about 150 tok/s on 2 cores: a 2,048-token answer
+takes about a quarter of an hour). aiokafka's 5 minutes would make a worker that is merely full
 leave the group, and the group hand its running requests to another worker to compute
 again. Liveness is the heartbeat's job (``session_timeout_ms``): it runs on the worker's
 event loop, so a stuck loop still loses its partitions within seconds, and a fetch loop
