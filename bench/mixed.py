@@ -67,10 +67,10 @@ FILL_TIMEOUT_S = 600.0
 """A worker's start (engine load, compile cache) and its batch lane filling: two minutes
 on this machine; a worker not there by then is broken, not slow."""
 
-SIDES: tuple[tuple[str, dict[str, str]], ...] = (
-    ("default", {}),
-    ("throttle_off", {"LLMBUS_INTERACTIVE_SLOWDOWN": "1"}),
-)
+THROTTLE_OFF = {"LLMBUS_INTERACTIVE_SLOWDOWN": "1"}
+"""The worker's behaviour before the batch throttle existed."""
+
+SIDES: tuple[tuple[str, dict[str, str]], ...] = (("default", {}), ("throttle_off", THROTTLE_OFF))
 
 
 async def interactive(client: LlmbusClient, n: int, max_tokens: int) -> list[float]:
@@ -259,7 +259,7 @@ def main() -> None:
     base = rates = None
     if not args.no_baseline:
         print("[bench] mixed: baseline worker, throttle off", flush=True)
-        base = one_worker(args, dict(SIDES[1][1]), measure_idle=False)
+        base = one_worker(args, THROTTLE_OFF, measure_idle=False)
         print("[bench] mixed: batch-only throughput, alternating rounds", flush=True)
         rates = batch_rounds(args)
     idle_chats = ours["idle"] + ours["idle_after"]
