@@ -3,11 +3,19 @@ report in ``bench/results/<name>.json``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import shutil
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmbus.settings import Settings
+    from llmbus.stack.local_stack import LocalStack
 
 RESULTS = Path("bench/results")
 
@@ -16,6 +24,27 @@ def save_report(name: str, report: dict[str, Any]) -> None:
     """Write ``report`` to ``bench/results/<name>.json``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+
+
+@contextlib.contextmanager
+def running_stack(
+    settings: Settings,
+    *,
+    fast_unsafe: bool = True,
+    kafka_ports: list[tuple[int, int]] | None = None,
+) -> Iterator[LocalStack]:
+    """A local stack (Kafka, PostgreSQL) up for the block on ``settings``' ports, then
+    down with its data and ``settings.state_dir`` removed, whatever the block raised: a
+    bench's stack is throwaway, and one left behind would skew the next bench's CPU."""
+    from llmbus.stack.local_stack import LocalStack
+
+    stack = LocalStack(settings, fast_unsafe=fast_unsafe, kafka_ports=kafka_ports)
+    try:
+        asyncio.run(stack.up())
+        yield stack
+    finally:
+        stack.down(purge=True)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 def metric_sums(port: int) -> dict[str, float] | None:

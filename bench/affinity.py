@@ -22,15 +22,13 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 from typing import Any
 
-from bench import metric_sums, save_report
+from bench import metric_sums, running_stack, save_report
 from bench.throughput import bench_settings, percentile, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.schemas import ChatResult
 from llmbus.settings import Settings
-from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.processes import free_port
 
 TURNS = 5
@@ -145,31 +143,29 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = bench_settings()
-    stack = LocalStack(settings, fast_unsafe=True)
-    asyncio.run(stack.up())
     ports = [free_port(), free_port()]
     workers = []
-    try:
-        for n, port in enumerate(ports):
-            env = {
-                "LLMBUS_WORKER_ID": f"w{n}",
-                "LLMBUS_METRICS_PORT": str(port),
-                "LLMBUS_MAX_MODEL_LEN": "4096",
-                "LLMBUS_MAX_NUM_SEQS": "32",
-                **({"LLMBUS_MAX_NUM_BATCHED_TOKENS": str(args.chunk)} if args.chunk else {}),
-                # One core each: two engines sharing both cores would spend it on contention.
-                "VLLM_CPU_OMP_THREADS_BIND": str(n % max(1, os.cpu_count() or 1)),
-            }
-            log = settings.state_dir / f"worker{n}.log"
-            workers.append(start_worker(settings, log, env))
-        figures = asyncio.run(measure(settings, ports, args))
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(timeout=60)
-        stack.down(purge=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
+    with running_stack(settings):
+        try:
+            for n, port in enumerate(ports):
+                env = {
+                    "LLMBUS_WORKER_ID": f"w{n}",
+                    "LLMBUS_METRICS_PORT": str(port),
+                    "LLMBUS_MAX_MODEL_LEN": "4096",
+                    "LLMBUS_MAX_NUM_SEQS": "32",
+                    **({"LLMBUS_MAX_NUM_BATCHED_TOKENS": str(args.chunk)} if args.chunk else {}),
+                    # One core each: two engines sharing both cores would spend it on
+                    # contention.
+                    "VLLM_CPU_OMP_THREADS_BIND": str(n % max(1, os.cpu_count() or 1)),
+                }
+                log = settings.state_dir / f"worker{n}.log"
+                workers.append(start_worker(settings, log, env))
+            figures = asyncio.run(measure(settings, ports, args))
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(timeout=60)
     keyed, rand = figures["keyed"], figures["random"]
     save_report("affinity", {**vars(args), **figures})
     ratio = rand["p50"] / keyed["p50"]

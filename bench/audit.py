@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import metric_sums, save_report
+from bench import metric_sums, running_stack, save_report
 from bench.throughput import bench_settings
 from llmbus.bus import BusProducer, ensure_topics
 from llmbus.schemas import ChatRequest, ChatResult, Timings, encode
@@ -192,9 +191,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = bench_settings()
     state = settings.state_dir
-    stack = LocalStack(settings, fast_unsafe=False)
-    asyncio.run(stack.up())
-    try:
+    with running_stack(settings, fast_unsafe=False) as stack:
         print(f"[bench] building {args.n} requests and finals", flush=True)
         pairs = messages(args.n, settings)
         asyncio.run(ensure_topics(settings.kafka, settings.topics()))
@@ -205,9 +202,6 @@ def main() -> None:
         print(f"[bench] (a) llmbus auditor: {auditor:.0f} rows/s", flush=True)
         copy = asyncio.run(run_copy(stack, pairs))
         print(f"[bench] (b) COPY: {copy:.0f} rows/s", flush=True)
-    finally:
-        stack.down(purge=True)
-        shutil.rmtree(state, ignore_errors=True)
     report = {"n": args.n, "auditor_rows_s": auditor, "copy_rows_s": copy}
     save_report("audit", report)
     print(

@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu_seconds, save_report
+from bench import cpu_seconds, running_stack, save_report
 from bench.audit import auditor_rows_per_second
 from llmbus.bus import BusProducer, PartitionReader, Record, ensure_topics
 from llmbus.producers import LlmbusClient
@@ -182,9 +181,7 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="llmbus-bench-"))
     ports = [(free_port(), free_port()) for _ in range(3)]
     base = Settings(state_dir=state, postgres_port=free_port())
-    stack = LocalStack(base, fast_unsafe=False, kafka_ports=ports)
-    asyncio.run(stack.up())
-    try:
+    with running_stack(base, fast_unsafe=False, kafka_ports=ports) as stack:
         one = cluster_settings(state, "cap1", stack.kafka.bootstrap, base.postgres_port)
         two = cluster_settings(state, "cap2", stack.kafka.bootstrap, base.postgres_port)
         rates: dict[str, float] = {}
@@ -204,9 +201,6 @@ def main() -> None:
         print(f"[bench] client decodes {decoded:.0f} finals/s", flush=True)
         audit = auditor_rate(one, stack, 2 * args.n)  # cap1: its requests and finals
         print(f"[bench] auditor: {audit:.0f} rows/s", flush=True)
-    finally:
-        stack.down(purge=True)
-        shutil.rmtree(state, ignore_errors=True)
     report = {
         "n": args.n,
         "brokers": 3,

@@ -19,7 +19,6 @@ import asyncio
 import gc
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bench import offline_llm, save_report
+from bench import offline_llm, running_stack, save_report
 from bench.throughput import bench_settings
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
@@ -174,10 +173,8 @@ def main() -> None:
     settings = bench_settings()
     state = settings.state_dir
     lines = write_file(state / "embed.jsonl", corpus, args.per_line)
-    stack = LocalStack(settings, fast_unsafe=True)
-    asyncio.run(stack.up())
     rounds: list[tuple[float, float]] = []
-    try:
+    with running_stack(settings) as stack:
         # Alternating rounds (offline, llmbus, offline, ...): this machine drifts by several
         # percent between runs, and a ratio of neighbours cancels most of the drift.
         for r in range(1, args.rounds + 1):
@@ -197,9 +194,6 @@ def main() -> None:
                     proc.wait(timeout=60)
             rounds.append((args.n / offline_s, args.n / llmbus_s))
             print(f"[bench] round {r}: ratio {rounds[-1][1] / rounds[-1][0]:.3f}", flush=True)
-    finally:
-        stack.down(purge=True)
-        shutil.rmtree(state, ignore_errors=True)
     ratios = [b / a for a, b in rounds]
     ratio = statistics.median(ratios)
     rate = statistics.median(b for _, b in rounds)

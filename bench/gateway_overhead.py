@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -19,11 +18,10 @@ from collections.abc import Awaitable, Callable
 import httpx
 from pydantic import SecretStr
 
-from bench import save_report
+from bench import running_stack, save_report
 from bench.throughput import bench_settings, percentile, prompts, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
-from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.processes import free_port
 from llmbus.store.api_keys import KeyStore
 from llmbus.store.database import Database
@@ -96,35 +94,32 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     settings = bench_settings()
-    stack = LocalStack(settings, fast_unsafe=True)
     print("[bench] gateway overhead: starting Kafka + PostgreSQL + worker + gateway", flush=True)
-    asyncio.run(stack.up())
-    settings = settings.model_copy(
-        update={"database_url": SecretStr(stack.postgres.url("llmbus_writer"))}
-    )
-    worker = start_worker(settings, settings.state_dir / "worker.log")
-    port = free_port()
-    env = {**os.environ, **stack.env(), "LLMBUS_TOPIC_PREFIX": settings.topic_prefix,
-           "LLMBUS_GATEWAY_PORT": str(port), "LLMBUS_LOG_LEVEL": "WARNING"}  # fmt: skip
-    with open(settings.state_dir / "gateway.log", "w") as log:
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "llmbus.cli", "gateway"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    with running_stack(settings) as stack:
+        settings = settings.model_copy(
+            update={"database_url": SecretStr(stack.postgres.url("llmbus_writer"))}
         )
-    try:
-        key = asyncio.run(create_key(settings))
-        figures = asyncio.run(
-            measure(settings, f"http://127.0.0.1:{port}", key, args.n, args.max_tokens)
-        )
-    finally:
-        gateway.terminate()
-        worker.terminate()
-        gateway.wait(timeout=60)
-        worker.wait(timeout=60)
-        stack.down(purge=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
+        worker = start_worker(settings, settings.state_dir / "worker.log")
+        port = free_port()
+        env = {**os.environ, **stack.env(), "LLMBUS_TOPIC_PREFIX": settings.topic_prefix,
+               "LLMBUS_GATEWAY_PORT": str(port), "LLMBUS_LOG_LEVEL": "WARNING"}  # fmt: skip
+        with open(settings.state_dir / "gateway.log", "w") as log:
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "llmbus.cli", "gateway"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            key = asyncio.run(create_key(settings))
+            figures = asyncio.run(
+                measure(settings, f"http://127.0.0.1:{port}", key, args.n, args.max_tokens)
+            )
+        finally:
+            gateway.terminate()
+            worker.terminate()
+            gateway.wait(timeout=60)
+            worker.wait(timeout=60)
     a, b = figures["direct"], figures["gateway"]
     ratio = b["req_s"] / a["req_s"]
     save_report("gateway_overhead", {**vars(args), **figures, "ratio": ratio})

@@ -34,20 +34,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import child_pids, metric_sums, save_report
+from bench import child_pids, metric_sums, running_stack, save_report
 from bench.throughput import bench_settings, percentile, start_worker
 from llmbus.bus import BusProducer, ensure_topics
 from llmbus.producers import LlmbusClient
 from llmbus.producers.batch_publisher import BatchPublisher
 from llmbus.schemas import ChatCompletionRequest, ChatMessage, ChatRequest, Priority
 from llmbus.settings import Settings
-from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.processes import free_port, wait_gone
 
 QUESTION = "Give one tip for writing clear emails."
@@ -135,24 +133,9 @@ async def run_phases(
     return figures
 
 
-class FreshStack:
-    """A throwaway local stack (fresh ports and state), purged on exit."""
-
-    def __init__(self) -> None:
-        self.settings = bench_settings()
-        self._stack = LocalStack(self.settings, fast_unsafe=True)
-
-    def __enter__(self) -> Settings:
-        asyncio.run(self._stack.up())
-        return self.settings
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.down(purge=True)
-        shutil.rmtree(self.settings.state_dir, ignore_errors=True)
-
-
 def one_worker(args: argparse.Namespace, env: dict[str, str], *, measure_idle: bool) -> Any:
-    with FreshStack() as settings:
+    settings = bench_settings()
+    with running_stack(settings):
         worker = start_worker(settings, settings.state_dir / "worker.log", env)
         try:
             return asyncio.run(run_phases(settings, args, measure_idle=measure_idle))
@@ -207,7 +190,8 @@ def batch_only_rate(settings: Settings, name: str, env: dict[str, str], window_s
 def batch_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
     """Batch-only generated tokens/s of each side, in alternating rounds on one stack."""
     rates: dict[str, list[float]] = {name: [] for name, _ in SIDES}
-    with FreshStack() as settings:
+    settings = bench_settings()
+    with running_stack(settings):
 
         async def queue() -> None:
             # Before any worker runs (a worker creates them where they are missing).

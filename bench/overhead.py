@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import math
 import os
-import shutil
 import statistics
 import time
 import uuid
@@ -37,13 +36,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench import keep_compiled, save_report, worker_executor
+from bench import keep_compiled, running_stack, save_report, worker_executor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, percentile, start_worker
 from llmbus.bus.admin import ensure_topics
 from llmbus.consumers.engine_executor import executor_env
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
-from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import resolve_model_path
 
 LENGTHS = (1, 16)
@@ -240,10 +238,8 @@ def main() -> None:
     base = Settings()
     model_path = resolve_model_path(base.model, base.model_path, base.cache_dir)
     settings = bench_settings()
-    stack = LocalStack(settings, fast_unsafe=True)
     print("[bench] overhead: starting Kafka + PostgreSQL + worker", flush=True)
-    asyncio.run(stack.up())
-    try:
+    with running_stack(settings):
         worker = start_worker(settings, settings.state_dir / "worker.log")
         try:
             rounds = asyncio.run(
@@ -254,9 +250,6 @@ def main() -> None:
         finally:
             worker.terminate()
             worker.wait(timeout=60)
-    finally:
-        stack.down(purge=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
     reports = []
     for r, series in enumerate(rounds, start=1):

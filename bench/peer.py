@@ -39,14 +39,13 @@ import httpx
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 
-from bench import keep_compiled, save_report, worker_executor
+from bench import keep_compiled, running_stack, save_report, worker_executor
 from bench.gateway_overhead import create_key
 from bench.overhead import KafkaFloor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, prompts, start_worker
 from llmbus.consumers.engine_executor import executor_env
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
-from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import resolve_model_path
 from llmbus.stack.processes import free_port
 
@@ -182,37 +181,34 @@ async def worker_up(settings: Settings, warm_rounds: int) -> None:
 
 def run_llmbus(args: argparse.Namespace) -> dict[str, Any]:
     settings = bench_settings()
-    stack = LocalStack(settings, fast_unsafe=True)
     procs: list[subprocess.Popen[bytes]] = []
     print("[bench] (b) llmbus: Kafka + PostgreSQL + worker + gateway", flush=True)
-    try:
-        asyncio.run(stack.up())
-        url = stack.postgres.url("llmbus_writer")
-        settings = settings.model_copy(update={"database_url": SecretStr(url)})
-        # float32 whatever LLMBUS_DTYPE says: `vllm serve` runs with --dtype float32.
-        worker_env = {"LLMBUS_DTYPE": "float32"}
-        procs.append(start_worker(settings, settings.state_dir / "worker.log", worker_env))
-        port = free_port()
-        env = {**os.environ, **stack.env(), "LLMBUS_TOPIC_PREFIX": settings.topic_prefix,
-               "LLMBUS_GATEWAY_PORT": str(port), "LLMBUS_LOG_LEVEL": "WARNING"}  # fmt: skip
-        log = settings.state_dir / "gateway.log"
-        with open(log, "w") as fh:
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "llmbus.cli", "gateway"], env=env, stdout=fh,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        procs.append(gateway)
-        key = asyncio.run(create_key(settings))
-        wait_ready(f"http://127.0.0.1:{port}/v1", gateway, log, key)
-        asyncio.run(worker_up(settings, args.warm_rounds))
-        return asyncio.run(
-            measure(f"http://127.0.0.1:{port}/v1", key, settings.model, args.n, args.ttft_n)
-        )
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
-        stack.down(purge=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
+    with running_stack(settings) as stack:
+        try:
+            url = stack.postgres.url("llmbus_writer")
+            settings = settings.model_copy(update={"database_url": SecretStr(url)})
+            # float32 whatever LLMBUS_DTYPE says: `vllm serve` runs with --dtype float32.
+            worker_env = {"LLMBUS_DTYPE": "float32"}
+            procs.append(start_worker(settings, settings.state_dir / "worker.log", worker_env))
+            port = free_port()
+            env = {**os.environ, **stack.env(), "LLMBUS_TOPIC_PREFIX": settings.topic_prefix,
+                   "LLMBUS_GATEWAY_PORT": str(port), "LLMBUS_LOG_LEVEL": "WARNING"}  # fmt: skip
+            log = settings.state_dir / "gateway.log"
+            with open(log, "w") as fh:
+                gateway = subprocess.Popen(
+                    [sys.executable, "-m", "llmbus.cli", "gateway"], env=env, stdout=fh,
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            procs.append(gateway)
+            key = asyncio.run(create_key(settings))
+            wait_ready(f"http://127.0.0.1:{port}/v1", gateway, log, key)
+            asyncio.run(worker_up(settings, args.warm_rounds))
+            return asyncio.run(
+                measure(f"http://127.0.0.1:{port}/v1", key, settings.model, args.n, args.ttft_n)
+            )
+        finally:
+            for proc in reversed(procs):
+                stop(proc)
 
 
 def summary(values: list[float]) -> str:

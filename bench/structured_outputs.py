@@ -14,18 +14,16 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import time
 from typing import Any
 
 import jsonschema
 
-from bench import save_report
+from bench import running_stack, save_report
 from bench.throughput import bench_settings, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
-from llmbus.stack.local_stack import LocalStack
 
 SCHEMA = {
     "type": "object",
@@ -115,17 +113,14 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     settings = bench_settings()
-    stack = LocalStack(settings, fast_unsafe=True)
     print("[bench] structured outputs: starting Kafka + PostgreSQL + worker", flush=True)
-    asyncio.run(stack.up())
-    worker = start_worker(settings, settings.state_dir / "worker.log")
-    try:
-        figures = asyncio.run(measure(settings, args.n, args.rounds, args.max_tokens))
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        stack.down(purge=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
+    with running_stack(settings):
+        worker = start_worker(settings, settings.state_dir / "worker.log")
+        try:
+            figures = asyncio.run(measure(settings, args.n, args.rounds, args.max_tokens))
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
     save_report("structured_outputs", {**vars(args), **figures})
     print(
         f"structured: json_schema/plain throughput ratio {figures['ratio']:.3f} "

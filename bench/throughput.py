@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import gc
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import child_pids, cpu_seconds, machine_cpu, offline_llm, save_report
+from bench import child_pids, cpu_seconds, machine_cpu, offline_llm, running_stack, save_report
 from llmbus.settings import Settings
-from llmbus.stack.local_stack import LocalStack
 from llmbus.stack.model_cache import resolve_model_path
 from llmbus.stack.processes import free_port
 
@@ -192,10 +190,8 @@ def main() -> None:
     questions = prompts(args.n)
     settings = bench_settings()
     state = settings.state_dir
-    stack = LocalStack(settings, fast_unsafe=True)
-    asyncio.run(stack.up())
     rounds: list[dict[str, dict[str, float]]] = []
-    try:
+    with running_stack(settings) as stack:
         # Alternating rounds (offline, llmbus, offline, ...): this machine drifts by a few
         # percent between runs, and a ratio of neighbours cancels most of the drift.
         for r in range(1, args.rounds + 1):
@@ -212,9 +208,6 @@ def main() -> None:
                 f"ratio {e2e['tok_s'] / offline['tok_s']:.3f}",
                 flush=True,
             )
-    finally:
-        stack.down(purge=True)
-        shutil.rmtree(state, ignore_errors=True)
 
     ratios = [x["llmbus"]["tok_s"] / x["offline"]["tok_s"] for x in rounds]
     ratio = statistics.median(ratios)
