@@ -17,8 +17,10 @@ Then, unless ``--no-baseline``:
 
 * the same backlog chats on a second fresh worker with the throttle off
   (``LLMBUS_INTERACTIVE_SLOWDOWN=1``: the behaviour before it existed);
-* batch-only throughput, the goal's other half: on one more stack with the backlog
-  queued, ``--rounds`` alternating rounds of a default worker and a throttle-off one
+* batch-only throughput, the goal's other half: on one more stack, ``--rounds``
+  alternating rounds, each after ``--backlog`` more batch requests are queued (a worker
+  drains about 450 in its turn where vLLM runs at 650 tok/s, so one backlog for all the
+  rounds ran dry before the last), of a default worker and a throttle-off one
   (ABBA order, and an even number of rounds: a machine drifting steadily, or a second
   worker of a pair reading faster, then favours neither side), each started fresh and
   given ``--window`` seconds once its batch lane is full. What is counted is the
@@ -193,14 +195,14 @@ def batch_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
     settings = bench_settings()
     with running_stack(settings):
 
-        async def queue() -> None:
-            # Before any worker runs (a worker creates them where they are missing).
+        async def queue(batch_id: str) -> None:
+            # Topics before any worker runs (a worker creates them where they are missing).
             await ensure_topics(settings.kafka, settings.topics())
             async with bench_producer(settings) as producer:
-                await queue_backlog(settings, producer, args.backlog, "bench-batch-only")
+                await queue_backlog(settings, producer, args.backlog, batch_id)
 
-        asyncio.run(queue())
         for round_ in range(args.rounds):
+            asyncio.run(queue(f"bench-batch-only-{round_ + 1}"))
             for name, env in SIDES if round_ % 2 == 0 else SIDES[::-1]:
                 rate = batch_only_rate(settings, name, env, args.window)
                 rates[name].append(rate)
