@@ -196,11 +196,11 @@ def batch_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
     with running_stack(settings):
 
         async def queue(batch_id: str) -> None:
-            # Topics before any worker runs (a worker creates them where they are missing).
-            await ensure_topics(settings.kafka, settings.topics())
             async with bench_producer(settings) as producer:
                 await queue_backlog(settings, producer, args.backlog, batch_id)
 
+        # Before any worker runs (a worker creates them where they are missing).
+        asyncio.run(ensure_topics(settings.kafka, settings.topics()))
         for round_ in range(args.rounds):
             asyncio.run(queue(f"bench-batch-only-{round_ + 1}"))
             for name, env in SIDES if round_ % 2 == 0 else SIDES[::-1]:
