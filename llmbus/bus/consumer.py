@@ -220,21 +220,35 @@ class GroupConsumer(_ConsumerBase):
             raise BrokerUnavailableError(f"commit failed: {exc}") from exc
 
 
-async def _seek_to(
+async def _offset_of(
     consumer: AIOKafkaConsumer, ktp: KafkaTP, where: Literal["beginning", "end"]
-) -> None:
-    """Move a freshly assigned consumer to the partition's first or end offset, looked up
-    explicitly.
-
-    Never ``seek_to_beginning``/``seek_to_end``: ``assign()`` starts a lookup with the
-    consumer's reset policy in the background, and when that answer lands after the
-    seek's it wins (aiokafka applies whichever reset answer arrives to a partition still
-    awaiting one). A reader meant to start at the beginning then starts at the end and
-    sees nothing. An explicit ``seek`` leaves no reset pending, so a late answer is
-    dropped.
-    """
+) -> int:
+    """The partition's first or end offset, looked up explicitly (no assignment needed)."""
     lookup = consumer.beginning_offsets if where == "beginning" else consumer.end_offsets
-    consumer.seek(ktp, (await lookup([ktp]))[ktp])
+    offsets: dict[KafkaTP, int] = await lookup([ktp])
+    return offsets[ktp]
+
+
+def _assign_paused(consumer: AIOKafkaConsumer, ktp: KafkaTP) -> None:
+    """Assign ``ktp`` without fetching it yet: its offset is looked up next, then
+    ``_start_at``. Assigned first so the lookup finds the topic's metadata (a consumer
+    knows no topic before; an unknown topic's lookup waits out a 100 ms retry backoff).
+    Paused because an assigned partition with no position gets one from the reset policy
+    (the end) in the background and a fetch from there at once; the broker holds a fetch
+    that finds nothing for ``fetch_max_wait_ms``, and the fetch from the sought offset
+    waited for it: every answered-log load took ~510 ms, and a worker's first requests on
+    a partition waited with it (2026-12-07)."""
+    consumer.assign([ktp])
+    consumer.pause(ktp)
+
+
+def _start_at(consumer: AIOKafkaConsumer, ktp: KafkaTP, offset: int) -> None:
+    """Fetch ``ktp`` from ``offset`` on. An explicit ``seek``, never
+    ``seek_to_beginning``/``seek_to_end``: a reset lookup landing after theirs would win
+    (aiokafka applies whichever answer arrives to a partition still awaiting one), while
+    a seek leaves no reset pending, so a late answer is dropped."""
+    consumer.seek(ktp, offset)
+    consumer.resume(ktp)
 
 
 class PartitionReader(_ConsumerBase):
@@ -278,13 +292,14 @@ class PartitionReader(_ConsumerBase):
         )
         try:
             await consumer.start()
-            consumer.assign([self._tp])
-            if self._start_offset is not None:
-                consumer.seek(self._tp, self._start_offset)
-            else:
+            _assign_paused(consumer, self._tp)
+            offset = self._start_offset
+            if offset is None:
                 # Resolved now, not lazily: replies to requests sent after start() are
                 # never skipped by a seek that lands after they arrived.
-                await _seek_to(consumer, self._tp, "beginning" if self._from_beginning else "end")
+                where: Literal["beginning", "end"] = "beginning" if self._from_beginning else "end"
+                offset = await _offset_of(consumer, self._tp, where)
+            _start_at(consumer, self._tp, offset)
         except KafkaError as exc:
             await consumer.stop()
             raise BrokerUnavailableError(f"cannot read {self._tp}") from exc
@@ -325,15 +340,18 @@ async def _read_to_end(
     end = 0
     try:
         await consumer.start()
-        consumer.assign([ktp])
-        end = (await consumer.end_offsets([ktp]))[ktp]
+        _assign_paused(consumer, ktp)
+        end = await _offset_of(consumer, ktp, "end")
         if since_ms is None:
-            await _seek_to(consumer, ktp, "beginning")
+            first = await _offset_of(consumer, ktp, "beginning")
         else:
             found = (await consumer.offsets_for_times({ktp: since_ms}))[ktp]
             if found is None:
                 return out, end  # nothing written since then
-            consumer.seek(ktp, found.offset)
+            first = found.offset
+        if first >= end:
+            return out, end
+        _start_at(consumer, ktp, first)
         while await consumer.position(ktp) < end:
             # 1 s per fetch round: the data is there already; this only bounds a stall.
             batches = await consumer.getmany(ktp, timeout_ms=1000)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 from llmbus import logs
@@ -508,13 +509,16 @@ class Worker:
             if tp in self._answers_loaded:
                 return
             try:
+                started = time.monotonic()
                 committed = await self._consumer.committed(tp)
                 loaded = await self._answered[tp.topic].load(tp, committed)
+                # Its duration too: the partition's first requests wait for the load.
                 log.info(
-                    "%d answered requests of %s:%s loaded (committed offset %s)",
+                    "%d answered requests of %s:%s loaded in %.0f ms (committed offset %s)",
                     loaded,
                     tp.topic,
                     tp.partition,
+                    (time.monotonic() - started) * 1000,
                     committed,
                 )
             except LlmbusError as exc:
