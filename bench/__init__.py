@@ -8,6 +8,8 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +47,27 @@ def running_stack(
     finally:
         stack.down(purge=True)
         shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def stop_processes(*procs: subprocess.Popen[bytes], group: bool = False) -> None:
+    """SIGTERM to every one (they shut down side by side), then wait for each, and SIGKILL
+    one still there after 60 s. On SIGTERM a worker finishes or hands back its in-flight
+    requests and commits, and vLLM stops its engine process within seconds: 60 s means it
+    hung, and a stray engine would skew the next phase. ``group``: also kill what is left
+    of each one's process group (a server started in a session of its own leaves its
+    engine process there)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def metric_sums(port: int) -> dict[str, float] | None:

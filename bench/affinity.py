@@ -24,7 +24,7 @@ import os
 import random
 from typing import Any
 
-from bench import metric_sums, running_stack, save_report
+from bench import metric_sums, running_stack, save_report, stop_processes
 from bench.throughput import bench_settings, percentile, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.schemas import ChatResult
@@ -162,10 +162,7 @@ def main() -> None:
                 workers.append(start_worker(settings, log, env))
             figures = asyncio.run(measure(settings, ports, args))
         finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(timeout=60)
+            stop_processes(*workers)
     keyed, rand = figures["keyed"], figures["random"]
     save_report("affinity", {**vars(args), **figures})
     ratio = rand["p50"] / keyed["p50"]

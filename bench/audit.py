@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import metric_sums, running_stack, save_report
+from bench import metric_sums, running_stack, save_report, stop_processes
 from bench.throughput import bench_settings
 from llmbus.bus import BusProducer, ensure_topics
 from llmbus.schemas import ChatRequest, ChatResult, Timings, encode
@@ -148,8 +148,7 @@ def auditor_rows_per_second(
             if proc.poll() is not None:
                 raise RuntimeError(f"auditor exited early:\n{log.read_text()[-3000:]}")
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_processes(proc)
 
 
 async def run_copy(stack: LocalStack, pairs: list[tuple[ChatRequest, ChatResult]]) -> float:

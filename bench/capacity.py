@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu_seconds, running_stack, save_report
+from bench import cpu_seconds, running_stack, save_report, stop_processes
 from bench.audit import auditor_rows_per_second
 from llmbus.bus import BusProducer, PartitionReader, Record, ensure_topics
 from llmbus.producers import LlmbusClient
@@ -161,10 +161,7 @@ def workers_rate(
     try:
         return asyncio.run(read_finals(settings, n, [proc.pid for proc in procs]))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)  # SIGTERM: a worker finishes in-flight work, commits
+        stop_processes(*procs)
 
 
 def auditor_rate(settings: Settings, stack: LocalStack, want: int) -> float:

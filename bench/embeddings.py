@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bench import offline_llm, running_stack, save_report
+from bench import offline_llm, running_stack, save_report, stop_processes
 from bench.throughput import bench_settings
 from llmbus.settings import Settings
 from llmbus.stack.local_stack import LocalStack
@@ -189,9 +189,7 @@ def main() -> None:
             try:
                 llmbus_s, _ = asyncio.run(run_llmbus(fresh, stack, state / "embed.jsonl"))
             finally:
-                for proc in (worker, auditor):
-                    proc.terminate()
-                    proc.wait(timeout=60)
+                stop_processes(worker, auditor)
             rounds.append((args.n / offline_s, args.n / llmbus_s))
             print(f"[bench] round {r}: ratio {rounds[-1][1] / rounds[-1][0]:.3f}", flush=True)
     ratios = [b / a for a, b in rounds]

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 from pydantic import SecretStr
 
-from bench import running_stack, save_report
+from bench import running_stack, save_report, stop_processes
 from bench.throughput import bench_settings, percentile, prompts, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
@@ -116,10 +116,7 @@ def main() -> None:
                 measure(settings, f"http://127.0.0.1:{port}", key, args.n, args.max_tokens)
             )
         finally:
-            gateway.terminate()
-            worker.terminate()
-            gateway.wait(timeout=60)
-            worker.wait(timeout=60)
+            stop_processes(gateway, worker)
     a, b = figures["direct"], figures["gateway"]
     ratio = b["req_s"] / a["req_s"]
     save_report("gateway_overhead", {**vars(args), **figures, "ratio": ratio})

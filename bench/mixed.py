@@ -41,7 +41,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import child_pids, metric_sums, running_stack, save_report
+from bench import child_pids, metric_sums, running_stack, save_report, stop_processes
 from bench.throughput import bench_settings, percentile, start_worker
 from llmbus.bus import BusProducer, ensure_topics
 from llmbus.producers import LlmbusClient
@@ -142,8 +142,7 @@ def one_worker(args: argparse.Namespace, env: dict[str, str], *, measure_idle: b
         try:
             return asyncio.run(run_phases(settings, args, measure_idle=measure_idle))
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop_processes(worker)
 
 
 def lane_full(sums: dict[str, float] | None) -> bool:
@@ -183,8 +182,7 @@ def batch_only_rate(settings: Settings, name: str, env: dict[str, str], window_s
         return generated_tokens_per_s(port, window_s)
     finally:
         engines = child_pids(worker.pid)
-        worker.terminate()
-        worker.wait(timeout=60)
+        stop_processes(worker)
         for pid in engines:  # the next worker's engine must not share the cores with it
             wait_gone(pid, timeout_s=60)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench import keep_compiled, running_stack, save_report, worker_executor
+from bench import keep_compiled, running_stack, save_report, stop_processes, worker_executor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, percentile, start_worker
 from llmbus.bus.admin import ensure_topics
 from llmbus.consumers.engine_executor import executor_env
@@ -248,8 +248,7 @@ def main() -> None:
                 )
             )
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop_processes(worker)
 
     reports = []
     for r, series in enumerate(rounds, start=1):

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +37,7 @@ import httpx
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 
-from bench import keep_compiled, running_stack, save_report, worker_executor
+from bench import keep_compiled, running_stack, save_report, stop_processes, worker_executor
 from bench.gateway_overhead import create_key
 from bench.overhead import KafkaFloor
 from bench.throughput import MAX_MODEL_LEN, MAX_NUM_SEQS, bench_settings, prompts, start_worker
@@ -57,21 +55,6 @@ READY_TIMEOUT_S = 600.0
 REQUEST_TIMEOUT_S = 900.0
 THROUGHPUT_MAX_TOKENS = 64
 TTFT_MAX_TOKENS = 16
-
-
-def stop(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
-    """SIGTERM, then SIGKILL after 60 s: vLLM shuts its engine process down on SIGTERM
-    within seconds; 60 s means it hung, and a stray engine would skew the next phase."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if group:  # whatever is left of the server's own session (its engine process)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, key: str = "") -> None:
@@ -165,7 +148,7 @@ def run_serve(model_path: str, model: str, args: argparse.Namespace) -> dict[str
         print(log.read_text()[-3000:], flush=True)  # the state dir goes; say why it failed
         raise
     finally:
-        stop(proc, group=True)
+        stop_processes(proc, group=True)
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -208,7 +191,7 @@ def run_llmbus(args: argparse.Namespace) -> dict[str, Any]:
             )
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                stop_processes(proc)
 
 
 def summary(values: list[float]) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import jsonschema
 
-from bench import running_stack, save_report
+from bench import running_stack, save_report, stop_processes
 from bench.throughput import bench_settings, start_worker
 from llmbus.producers import LlmbusClient
 from llmbus.settings import Settings
@@ -119,8 +119,7 @@ def main() -> None:
         try:
             figures = asyncio.run(measure(settings, args.n, args.rounds, args.max_tokens))
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop_processes(worker)
     save_report("structured_outputs", {**vars(args), **figures})
     print(
         f"structured: json_schema/plain throughput ratio {figures['ratio']:.3f} "

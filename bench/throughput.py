@@ -21,7 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import child_pids, cpu_seconds, machine_cpu, offline_llm, running_stack, save_report
+from bench import (
+    child_pids,
+    cpu_seconds,
+    machine_cpu,
+    offline_llm,
+    running_stack,
+    save_report,
+    stop_processes,
+)
 from llmbus.settings import Settings
 from llmbus.stack.model_cache import resolve_model_path
 from llmbus.stack.processes import free_port
@@ -164,8 +172,7 @@ async def run_llmbus(
             wall = time.perf_counter() - start
             cpu_after, machine_after = cpu_by_process(broker_pid, worker.pid), machine_cpu()
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        stop_processes(worker)
     cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
     return {
         "wall_s": wall,
