@@ -335,6 +335,11 @@ async def _read_to_end(
         client_id=client_id,
         group_id=None,
         enable_auto_commit=False,
+        # Never waited out: every fetch here starts below the end looked up first, so the
+        # broker answers it at once. Long, as the readers' own, so that a fetch from
+        # anywhere else (see _assign_paused) would stall a read for seconds, which
+        # tests/bus/test_readers.py catches, rather than for an unnoticed 0.5 s.
+        fetch_max_wait_ms=5000,
     )
     out: list[Record] = []
     end = 0
