@@ -27,6 +27,14 @@ fetch of the others is in flight (what a held lane's buffer comes to, see
 consumers/lanes.py) is fetched again only once that fetch returns, which for idle
 partitions is after this wait."""
 
+READER_FETCH_WAIT_MS = 5000
+"""How long the broker holds a group-less reader's fetch that finds nothing new: it
+answers as soon as a record lands, so this adds no latency, while each wait that runs out
+costs a fetch round trip in the broker and here (CPU the engine wants). Ten times Kafka's
+default: a reader's one partition is always fetched, so nothing waits for a fetch in
+flight (see ``GROUP_FETCH_WAIT_MS``). An idle stack's broker took 1.46 CPU-s per 30 s with
+500 ms, 1.20 with this (2026-11-29, one measurement each)."""
+
 BUSY_LIMIT_MS = 3_600_000
 """aiokafka's ``max_poll_interval_ms``: a member that has not fetched for this long leaves
 its group. A worker fetches only for free slots, and on a CPU engine every slot may stay
@@ -281,14 +289,7 @@ class PartitionReader(_ConsumerBase):
             client_id=self._client_id,
             group_id=None,
             enable_auto_commit=False,
-            # How long the broker holds a fetch that finds nothing new: it answers as soon
-            # as a record lands, so this adds no latency, while each wait that runs out
-            # costs a fetch round trip in the broker and here (CPU the engine wants). Ten
-            # times Kafka's default: a reader's one partition is always fetched, so nothing
-            # waits for a fetch in flight (see GroupConsumer). An idle stack's broker took
-            # 1.46 CPU-s per 30 s with 500 ms, 1.20 with this (2026-11-29, one measurement
-            # each).
-            fetch_max_wait_ms=5000,
+            fetch_max_wait_ms=READER_FETCH_WAIT_MS,
         )
         try:
             await consumer.start()
@@ -336,10 +337,10 @@ async def _read_to_end(
         group_id=None,
         enable_auto_commit=False,
         # Never waited out: every fetch here starts below the end looked up first, so the
-        # broker answers it at once. Long, as the readers' own, so that a fetch from
-        # anywhere else (see _assign_paused) would stall a read for seconds, which
+        # broker answers it at once. The readers' long wait, so that a fetch from anywhere
+        # else (see _assign_paused) would stall a read for seconds, which
         # tests/bus/test_readers.py catches, rather than for an unnoticed 0.5 s.
-        fetch_max_wait_ms=5000,
+        fetch_max_wait_ms=READER_FETCH_WAIT_MS,
     )
     out: list[Record] = []
     end = 0
