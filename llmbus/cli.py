@@ -390,6 +390,15 @@ def _redactor(settings: Settings) -> Redactor | None:
     return Redactor(settings.redact_patterns) if settings.redact else None
 
 
+def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``settings.event_loop`` (None: asyncio's default loop)."""
+    if settings.event_loop == "asyncio":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
@@ -402,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     if redactor is not None:
         logs.install_redaction(redactor.redact)
     try:
-        code: int = asyncio.run(args.func(settings, args))
+        with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
+            code: int = runner.run(args.func(settings, args))
     except LlmbusError as exc:
         print(f"llmbus: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
