@@ -50,23 +50,6 @@ _ONE_BOX = {
     "metadata.max.idle.interval.ms": "5000",
 }
 
-# Kafka's own start script's collector settings: G1's default pause goal is 200 ms, and
-# every produce and fetch waits out a pause; the GC log shows them.
-_SERVER_JVM = (
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
-    "-XX:InitiatingHeapOccupancyPercent=35",
-    "-XX:+ExplicitGCInvokesConcurrent",
-)
-# The single node beside the engine, as the JVM sizes itself for a small machine: C1
-# compiles only, and the serial collector. A fresh node's C2 compiler and the profiling
-# code it runs until C2 is done kept compiling through minutes of traffic: in a 20 s
-# window of 256 chats the node took 0.9-1.7 CPU-s, 0.5-0.6 with these; after 2,000
-# round trips its request/reply round trip was p50 1.0-1.1 ms, p99 3.8-3.9 ms, and
-# 0.7-0.8 ms, 1.0-1.6 ms with these (docs/benchmarks.md, 2026-12-07). The node's few
-# hundred MB of heap need no concurrent collector.
-_ONE_BOX_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
-
 
 @dataclass(frozen=True)
 class KafkaNode:
@@ -214,7 +197,12 @@ class KafkaNode:
             # room for vLLM.
             "-Xms256m",
             "-Xmx768m",
-            *(_ONE_BOX_JVM if self.cluster_size == 1 else _SERVER_JVM),
+            # Kafka's own start script's collector settings: G1's default pause goal is
+            # 200 ms, and every produce and fetch waits out a pause; the log shows them.
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
             f'-Xlog:gc:file="{self.home / "gc.log"}":time,uptime:filecount=2,filesize=10M',
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",

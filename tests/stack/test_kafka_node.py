@@ -1,4 +1,3 @@
-import asyncio
 import base64
 from pathlib import Path
 
@@ -46,25 +45,3 @@ def test_a_node_alone_is_sized_for_a_shared_box_and_a_cluster_keeps_kafkas_defau
     assert not {"num.io.threads", "num.network.threads", "metadata.max.idle.interval.ms"} & set(
         member
     )
-
-
-def test_a_node_alone_runs_a_small_jvm_and_a_cluster_member_kafkas_collector(
-    tmp_path: Path,
-) -> None:
-    alone = KafkaNode(tmp_path / "a", tmp_path, port=1, controller_port=2)._java_cmd("java")
-    assert {"-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"} <= set(alone)
-    assert "-XX:+UseG1GC" not in alone
-    voters = ((1, 2), (2, 4), (3, 6))
-    member = KafkaNode(tmp_path / "c", tmp_path, port=1, controller_port=2, voters=voters)
-    assert "-XX:+UseG1GC" in member._java_cmd("java")
-    assert "-XX:TieredStopAtLevel=1" not in member._java_cmd("java")
-
-
-@pytest.mark.integration
-async def test_the_local_broker_runs_with_the_small_jvm(stack: LocalStack) -> None:
-    pid = stack.kafka.nodes[0].pid()
-    assert pid is not None
-    cmdline = await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)
-    args = cmdline.split(b"\0")
-    assert b"-XX:TieredStopAtLevel=1" in args
-    assert b"-XX:+UseSerialGC" in args
