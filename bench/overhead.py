@@ -143,7 +143,11 @@ class InProcess:
             pass
 
     def shutdown(self) -> None:
-        self._llm.shutdown()
+        # Released here: this object outlives the bench (a frame of vLLM's lazy imports in
+        # __init__ keeps it), and an AsyncLLM left to the interpreter's teardown fails in
+        # its __del__, printing a traceback after the figure's line.
+        llm, self._llm = self._llm, None
+        llm.shutdown()
 
 
 Series = dict[str, dict[int, list[float]]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 
 import pytest
@@ -112,3 +113,32 @@ async def test_database_roles_have_least_privilege(stack: LocalStack) -> None:
     finally:
         await writer.dispose()
         await reader.dispose()
+
+
+async def test_a_vllm_worker_stopped_by_sigterm_exits_cleanly(bus: Bus) -> None:
+    worker = bus.spawn_worker_process(
+        "clean-exit", engine=None, extra_env={"LLMBUS_LOG_LEVEL": "INFO"}
+    )
+    lines: list[bytes] = []
+    serving = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def read() -> None:  # a full pipe would block the worker
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            lines.append(line)
+            if b"serving" in line:
+                loop.call_soon_threadsafe(serving.set)
+
+    reader = asyncio.ensure_future(asyncio.to_thread(read))
+    # vLLM's engine start-up on 2 cores with the compiled model cached takes ~40 s.
+    await asyncio.wait_for(serving.wait(), 300)
+    async with bus.client() as client:
+        result = await client.chat("Say hi.", max_tokens=4)
+    assert result.completion.usage.completion_tokens > 0
+    worker.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker.wait, 120)
+    await reader
+    output = b"".join(lines).decode(errors="replace")
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]

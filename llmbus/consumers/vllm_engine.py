@@ -206,6 +206,11 @@ class VllmEngine:
         }
         self._serving = {e: h for e, h in handlers.items() if h is not None}
         log.info("serving %s", ", ".join(sorted(self._serving)))
+        # A frame of vLLM's lazy imports above (``from vllm import ...``) outlives this
+        # call and keeps this frame's locals alive, and these hold the AsyncLLM: stop()
+        # must be what releases it. Left to the interpreter's teardown, its __del__ fails
+        # and every worker's exit ended in a traceback.
+        del state, handlers
 
     def _resolve_dtype(self) -> str:
         # vLLM's own "auto" takes bfloat16 on AVX-512 CPUs, whose bf16 output was once seen
