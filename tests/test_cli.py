@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from llmbus.consumers.engine import Engine
 from llmbus.stack.local_stack import LocalStack
 from tests.conftest import Bus
+from tests.polling import ProcessOutput, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -119,31 +120,20 @@ async def test_a_vllm_worker_stopped_by_sigterm_exits_cleanly(bus: Bus) -> None:
     worker = bus.spawn_worker_process(
         "clean-exit", engine=None, extra_env={"LLMBUS_LOG_LEVEL": "INFO"}
     )
-    lines: list[bytes] = []
-    serving = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def read() -> None:  # a full pipe would block the worker
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            lines.append(line)
-            if b"serving" in line:
-                loop.call_soon_threadsafe(serving.set)
-
-    reader = asyncio.ensure_future(asyncio.to_thread(read))
+    out = ProcessOutput(worker, b"serving")
     # vLLM's engine starts in ~30-40 s on 2 cores with the compiled model cached; 300 s
     # covers a cold cache on slow CI.
-    give_up = loop.time() + 300
-    while not serving.is_set():
-        failed = worker.poll() is not None or loop.time() > give_up
-        assert not failed, b"".join(lines)[-3000:].decode(errors="replace")
-        await asyncio.sleep(0.5)
+    await eventually(
+        lambda: out.marked.is_set() or worker.poll() is not None, 300, "the vLLM worker serving"
+    )
+    assert out.marked.is_set(), out.text()[-3000:]
     async with bus.client() as client:
         result = await client.chat("Say hi.", max_tokens=4)
     assert result.completion.usage.completion_tokens > 0
     worker.send_signal(signal.SIGTERM)
     code = await asyncio.to_thread(worker.wait, 120)
-    await reader
-    output = b"".join(lines).decode(errors="replace")
+    # The output closes with the process; 30 s covers its last lines' read.
+    await eventually(out.ended.is_set, 30, "the worker's output closed")
+    output = out.text()
     assert code == 0, output[-3000:]
     assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]

@@ -15,7 +15,6 @@ import json
 import math
 import re
 import subprocess
-import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from llmbus.stack.prometheus_server import PrometheusServer, find_prometheus, pr
 from tests.batch_lane import publish_batch
 from tests.conftest import Bus
 from tests.gateway.keys import create_key
+from tests.polling import ProcessOutput
 
 pytestmark = pytest.mark.integration
 
@@ -71,24 +71,6 @@ def dashboard_queries() -> list[str]:
             exprs.append(expr)
     assert exprs
     return exprs
-
-
-def drain(
-    proc: subprocess.Popen[bytes], marker: bytes = b""
-) -> tuple[threading.Event, list[bytes]]:
-    """Read the process's output in a thread (a full pipe would block it); the event is
-    set at the first line holding ``marker``, the lines are kept for failure messages."""
-    ready, lines = threading.Event(), []
-
-    def run() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if marker in line:
-                ready.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    return ready, lines
 
 
 def reads(expr: str) -> set[str]:
@@ -176,18 +158,18 @@ async def test_dashboard_queries_and_alert_rules_against_a_real_prometheus(
     worker = bus.spawn_worker_process(
         "prom-w", engine=None, extra_env={"LLMBUS_METRICS_PORT": str(worker_port)}
     )
-    serving, worker_log = drain(worker, b"serving")
+    worker_out = ProcessOutput(worker, b"serving")
     auditor = bus.spawn_cli(["auditor"], {**bus.env(), "LLMBUS_METRICS_PORT": str(auditor_port)})
-    drain(auditor)
+    ProcessOutput(auditor)
     gateway = await bus.start_gateway()
     key = await create_key(bus, f"prom-{uuid.uuid4().hex[:8]}")
     limited_key = await create_key(bus, "prom-limited", "--rpm", "1")
     for _ in range(WORKER_START_S * 2):
-        if serving.is_set():
+        if worker_out.marked.is_set():
             break
-        assert worker.poll() is None, b"".join(worker_log)[-3000:].decode(errors="replace")
+        assert worker.poll() is None, worker_out.text()[-3000:]
         await asyncio.sleep(0.5)
-    assert serving.is_set(), "the vLLM worker did not start"
+    assert worker_out.marked.is_set(), "the vLLM worker did not start"
 
     prom = await prometheus_factory(
         {
