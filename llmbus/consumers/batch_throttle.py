@@ -17,6 +17,7 @@ cap never bites.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -108,3 +109,11 @@ class BatchThrottle:
         # base + per_seq * (interactive + k) <= slowdown * alone, solved for k.
         allowed = math.floor((self._slowdown - 1) * alone / per_seq)
         return max(1, min(self._max_batch, allowed))
+
+
+def batch_limit_log_level(before: int, after: int, full: int) -> int:
+    """INFO when the batch lane starts or stops giving way, DEBUG for the moves between:
+    while the throttle holds, the limit follows every interactive start and finish and
+    every refit of the step cost (about 100 changes in 30 s of a busy 2-core worker), which
+    the gauge ``llmbus_batch_slot_limit`` shows without filling the log."""
+    return logging.INFO if full in (before, after) else logging.DEBUG

@@ -21,7 +21,7 @@ from llmbus.background import cancel_and_wait
 from llmbus.bus import BusProducer, GroupConsumer, Kafka, Record, TopicPartition
 from llmbus.consumers.answered_log import AnsweredLog
 from llmbus.consumers.batch_cancellations import BatchCancellations
-from llmbus.consumers.batch_throttle import BatchThrottle, StepCostModel
+from llmbus.consumers.batch_throttle import BatchThrottle, StepCostModel, batch_limit_log_level
 from llmbus.consumers.conversation_queue import ConversationQueue
 from llmbus.consumers.dead_letters import DeadLetters
 from llmbus.consumers.engine import Engine
@@ -179,7 +179,7 @@ class Worker:
                 costs=step_costs or StepCostModel(),
             ),
         )
-        self._batch_limit = max_batch
+        self._full_batch = self._batch_limit = max_batch
         self._metrics.batch_slot_limit.set(max_batch)
         self._producer = BusProducer(
             config.bootstrap,
@@ -334,7 +334,8 @@ class Worker:
 
     def _note_batch_limit(self, limit: int) -> None:
         if limit != self._batch_limit:
-            log.info(
+            log.log(
+                batch_limit_log_level(self._batch_limit, limit, self._full_batch),
                 "batch lane limit %d -> %d (%d interactive in flight)",
                 self._batch_limit,
                 limit,

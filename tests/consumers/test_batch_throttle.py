@@ -1,10 +1,12 @@
 import asyncio
+import logging
+import re
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from llmbus.bus import BusProducer
-from llmbus.consumers.batch_throttle import BatchThrottle, StepCostModel
+from llmbus.consumers.batch_throttle import BatchThrottle, StepCostModel, batch_limit_log_level
 from llmbus.consumers.engine import Engine
 from llmbus.consumers.lanes import LaneAdmission
 from llmbus.metrics import WorkerMetrics
@@ -100,13 +102,22 @@ def test_lanes_admit_batch_work_only_up_to_the_throttled_limit() -> None:
     assert lanes.plan({I0, B0}).held == set()
 
 
+def test_only_giving_way_and_its_end_are_logged_at_info() -> None:
+    assert batch_limit_log_level(56, 23, 56) == logging.INFO
+    assert batch_limit_log_level(23, 24, 56) == logging.DEBUG
+    assert batch_limit_log_level(24, 22, 56) == logging.DEBUG
+    assert batch_limit_log_level(22, 56, 56) == logging.INFO
+
+
 @pytest.mark.integration
 async def test_the_batch_lane_gives_way_while_an_interactive_request_runs(
-    bus: Bus, engine: Engine, step_costs: StepCostModel
+    bus: Bus, engine: Engine, step_costs: StepCostModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Real engine, real Kafka: a batch fills the engine, the worker learns what a step
     costs per sequence, an interactive chat lowers the batch lane's limit while it runs
-    and for the hold after it, and the whole batch is still answered."""
+    and for the hold after it, and the whole batch is still answered. The log says when
+    the lane starts and stops giving way, not every move in between."""
+    caplog.set_level(logging.INFO, logger="llmbus.consumers.worker")
     hold_s, batch_size = 2.0, 60
     bus.settings = bus.settings.model_copy(update={"interactive_hold_s": hold_s})
     registry = CollectorRegistry()
@@ -146,3 +157,13 @@ async def test_the_batch_lane_gives_way_while_an_interactive_request_runs(
         await eventually(
             lambda: batch_answered(registry) == batch_size, 300, "the whole batch answered"
         )
+    moves = [
+        tuple(int(n) for n in found.groups())
+        for r in caplog.records
+        if r.levelno >= logging.INFO
+        and (found := re.match(r"batch lane limit (\d+) -> (\d+)", r.getMessage()))
+    ]
+    print(f"batch lane limit moves logged at INFO: {moves}")
+    assert all(full in move for move in moves), moves
+    if expected.limit(1) < full:
+        assert moves[0][0] == full and moves[-1][1] == full, moves
