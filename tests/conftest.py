@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,8 +48,27 @@ logs.install_record_fields()  # as the CLI does: request fields on every log rec
 StackFactory = Callable[..., Awaitable[LocalStack]]
 
 
+def keep_server_logs(stack: LocalStack, into: Path) -> list[Path]:
+    """Copy the stack's Kafka and PostgreSQL server logs into ``into`` (under pytest's base
+    temporary directory, which pytest keeps for its last three runs) before the stack's
+    data is purged: a failure that shows only in a full run, such as a fresh partition
+    left without a leader, is then read in the broker's log instead of lost with it."""
+    sources = [
+        *((f"kafka-node-{i}.log", node.log_file) for i, node in enumerate(stack.kafka.nodes, 1)),
+        ("postgres.log", stack.postgres.log_file),
+    ]
+    kept: list[Path] = []
+    into.mkdir(parents=True, exist_ok=True)
+    for name, source in sources:
+        if source.exists():
+            kept.append(Path(shutil.copy(source, into / name)))
+    return kept
+
+
 @pytest.fixture(scope="session")
-async def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StackFactory]:
+async def stack_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> AsyncIterator[StackFactory]:
     stacks: list[LocalStack] = []
 
     async def make(brokers: int = 1) -> LocalStack:
@@ -65,7 +85,14 @@ async def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         return stack
 
     yield make
-    for stack in stacks:
+    failed = request.session.testsfailed > 0
+    for n, stack in enumerate(stacks, 1):
+        if failed:
+            into = tmp_path_factory.getbasetemp() / "server-logs" / f"stack-{n}"
+            kept = keep_server_logs(stack, into)
+            terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+            if kept and terminal is not None:
+                terminal.write_line(f"tests failed: {len(kept)} server logs kept in {into}")
         stack.down(purge=True)
 
 

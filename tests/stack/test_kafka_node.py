@@ -5,6 +5,7 @@ import pytest
 
 from llmbus.stack.kafka_node import KafkaNode, new_cluster_id
 from llmbus.stack.local_stack import LocalStack
+from tests.conftest import keep_server_logs
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:
@@ -22,6 +23,14 @@ async def test_the_local_broker_writes_its_log(stack: LocalStack) -> None:
     # slf4j falls back to a no-op logger and the broker's warnings and errors go nowhere.
     log = stack.kafka.nodes[0].log_file.read_text()
     assert "Kafka Server started" in log
+
+
+@pytest.mark.integration
+async def test_server_logs_are_copied_out_before_a_purge(stack: LocalStack, tmp_path: Path) -> None:
+    # What the session's stacks leave behind when a test failed (tests/conftest.py).
+    kept = keep_server_logs(stack, tmp_path / "logs")
+    assert sorted(p.name for p in kept) == ["kafka-node-1.log", "postgres.log"]
+    assert "Kafka Server started" in (tmp_path / "logs" / "kafka-node-1.log").read_text()
 
 
 def _properties(node: KafkaNode) -> dict[str, str]:
