@@ -69,6 +69,11 @@ class LaneAdmission:
         if self._throttle is not None:
             self._throttle.interactive_seen()
 
+    @property
+    def max_batch(self) -> int:
+        """Batch slots with no interactive request in sight."""
+        return self._max_batch
+
     def batch_limit(self) -> int:
         """Batch slots now: ``max_batch``, or fewer while interactive requests run."""
         if self._throttle is None:

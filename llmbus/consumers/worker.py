@@ -179,7 +179,7 @@ class Worker:
                 costs=step_costs or StepCostModel(),
             ),
         )
-        self._full_batch = self._batch_limit = max_batch
+        self._batch_limit = max_batch
         self._metrics.batch_slot_limit.set(max_batch)
         self._producer = BusProducer(
             config.bootstrap,
@@ -335,7 +335,7 @@ class Worker:
     def _note_batch_limit(self, limit: int) -> None:
         if limit != self._batch_limit:
             log.log(
-                batch_limit_log_level(self._batch_limit, limit, self._full_batch),
+                batch_limit_log_level(self._batch_limit, limit, self._lanes.max_batch),
                 "batch lane limit %d -> %d (%d interactive in flight)",
                 self._batch_limit,
                 limit,
